@@ -44,7 +44,10 @@ class Event(NamedTuple):
     occurred_at: datetime
 
 
-class Rejection(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why the event at `index` of a batch was not stored."""
+
     index: int
     error: str
 
