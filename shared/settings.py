@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,55 @@ class Settings(BaseSettings):
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=8, ge=1)
 
+    # Celery (the offline path) on Redis.
+    redis_key_prefix: str = Field(
+        default="recsys:",
+        description="Prefix of every Redis key Celery and RedBeat write; keeps deployments "
+        "or test runs that share one Redis apart.",
+    )
+    worker_concurrency: int = Field(default=2, ge=1, description="Worker pool processes.")
+    task_soft_time_limit_seconds: float = Field(
+        default=3300.0, gt=0, description="A task gets SoftTimeLimitExceeded after this."
+    )
+    task_time_limit_seconds: float = Field(
+        default=3600.0, gt=0, description="A task's pool process is killed after this."
+    )
+    task_result_expires_seconds: int = Field(default=7 * 86400, ge=60)
+    beat_max_loop_interval: float = Field(
+        default=30.0, gt=0, description="How soon beat sees a schedule edited in Redis."
+    )
+
+    # Retraining (the offline pipeline). Defaults are argued in README "Model defaults".
+    train_window_days: int | None = Field(
+        default=None, ge=1, description="Days back from the newest event; unset: all events."
+    )
+    min_user_events: int = Field(default=1, ge=1)
+    min_item_events: int = Field(default=2, ge=1)
+    weight_view: float = Field(default=1.0, ge=0)
+    weight_click: float = Field(default=2.0, ge=0)
+    weight_add_to_cart: float = Field(default=4.0, ge=0)
+    weight_purchase: float = Field(default=8.0, ge=0)
+    rating_neutral: float = 3.0
+    rating_weight: float = Field(default=2.0, ge=0)
+    half_life_days: float | None = Field(default=None, gt=0)
+    algorithm: Literal["als", "bpr"] = "als"
+    factors: int = Field(default=64, ge=1, le=1024)
+    iterations: int = Field(default=15, ge=1, le=1000)
+    regularization: float | None = Field(default=None, ge=0, description="Unset: the default.")
+    alpha: float | None = Field(default=None, gt=0, description="Unset: the default.")
+    scaling: Literal["bm25", "log", "none"] | None = None
+    learning_rate: float = Field(default=0.01, gt=0)
+    training_threads: int = Field(default=0, ge=0, description="implicit's threads; 0 = all.")
+    random_state: int = 42
+    eval_k: int = Field(default=10, ge=1, le=1000)
+    eval_test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    gate_metric: Literal["ndcg", "map", "precision", "recall"] = "ndcg"
+    gate_tolerance: float = Field(
+        default=0.02, ge=0, lt=1, description="Largest relative loss against the live version."
+    )
+    final_fit: bool = Field(default=True, description="Refit on the whole window to publish.")
+    keep_versions: int = Field(default=5, ge=2, description="Versions whose files are kept.")
+
     @model_validator(mode="after")
     def _check_ranges(self) -> Settings:
         if self.rating_min >= self.rating_max:
@@ -47,6 +97,20 @@ class Settings(BaseSettings):
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("RECSYS_DB_POOL_MIN must not exceed RECSYS_DB_POOL_MAX")
         return self
+
+    @model_validator(mode="after")
+    def _check_task_limits(self) -> Settings:
+        if self.task_soft_time_limit_seconds >= self.task_time_limit_seconds:
+            raise ValueError(
+                "RECSYS_TASK_SOFT_TIME_LIMIT_SECONDS must be below RECSYS_TASK_TIME_LIMIT_SECONDS"
+            )
+        return self
+
+    def require_redis_url(self) -> str:
+        """The Redis URL, or a clear error for code paths that cannot start one."""
+        if not self.redis_url:
+            raise RuntimeError("RECSYS_REDIS_URL is not set")
+        return self.redis_url
 
     def require_database_url(self) -> str:
         """The database URL, or a clear error for code paths that cannot start one."""

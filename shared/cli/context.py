@@ -11,6 +11,7 @@ import orjson
 import typer
 
 from shared.db import resolve_database_url
+from shared.redis_url import resolve_redis_url
 from shared.settings import Settings
 
 
@@ -18,6 +19,7 @@ from shared.settings import Settings
 class CliContext:
     settings: Settings = field(default_factory=Settings)
     _database_url: str | None = None
+    _redis_url: str | None = None
 
     def database_url(self) -> str:
         """The configured database, or the embedded one (started on first use).
@@ -29,6 +31,16 @@ class CliContext:
             self._database_url = resolve_database_url(self.settings)
             os.environ["RECSYS_DATABASE_URL"] = self._database_url
         return self._database_url
+
+    def redis_url(self) -> str:
+        """The configured Redis, or the embedded one (started on first use).
+
+        Exported to RECSYS_REDIS_URL, like the database URL, for the processes this starts.
+        """
+        if self._redis_url is None:
+            self._redis_url = resolve_redis_url(self.settings)
+            os.environ["RECSYS_REDIS_URL"] = self._redis_url
+        return self._redis_url
 
 
 def cli_context(ctx: typer.Context) -> CliContext:

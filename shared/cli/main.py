@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from shared.cli import db, imports, serve
+from shared.cli import db, demo, imports, serve, workers
 from shared.cli.context import CliContext
 
 app = typer.Typer(
@@ -18,6 +18,10 @@ app.add_typer(db.app, name="db")
 app.add_typer(imports.events_app, name="events")
 app.add_typer(imports.items_app, name="items")
 app.command("serve")(serve.serve)
+app.command("demo-data")(demo.demo_data)
+app.command("demo")(demo.demo)
+app.command("worker")(workers.worker)
+app.command("beat")(workers.beat)
 
 
 @app.callback()
