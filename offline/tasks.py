@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from celery import Celery
+import psycopg
+from celery import Celery, Task
 
 from offline import worker_db
+from shared.settings import Settings
 
 PING = "offline.tasks.ping"
+RETRAIN = "offline.tasks.retrain"
+RETRAIN_SCHEDULED = "offline.tasks.retrain_scheduled"
+SWEEP_RUNS = "offline.tasks.sweep_runs"
 
 
 def ping() -> dict[str, Any]:
@@ -31,6 +38,48 @@ def ping() -> dict[str, Any]:
     }
 
 
+def retrain(task: Task, run_id: str) -> dict[str, Any]:
+    """Execute a run queued by a trigger (CLI, API); its row tells how it ended."""
+    from offline.runs import execute_run
+
+    outcome = execute_run(_settings(task), uuid.UUID(run_id))
+    return {**asdict(outcome), "run_id": str(outcome.run_id)}
+
+
+def retrain_scheduled(task: Task, force: bool = False) -> dict[str, Any]:
+    """The beat entry: trigger a run and execute it here, unless one is already active."""
+    from offline.runs import execute_run, request_retrain
+
+    settings = _settings(task)
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        trigger = request_retrain(conn, settings, trigger="schedule", force=force)
+    if not trigger.created:
+        return {"run_id": str(trigger.run_id), "status": trigger.status, "created": False}
+    outcome = execute_run(settings, trigger.run_id)
+    return {**asdict(outcome), "run_id": str(outcome.run_id), "created": True}
+
+
+def sweep_runs(task: Task) -> list[str]:
+    """Mark runs whose worker died as failed (beat runs this every few minutes)."""
+    from offline.runs import sweep_abandoned_runs
+
+    settings = _settings(task)
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        return [str(run_id) for run_id in sweep_abandoned_runs(conn, settings)]
+
+
+def _settings(task: Task) -> Settings:
+    settings: Settings = task.app.settings  # type: ignore[attr-defined]
+    return settings
+
+
 def register_tasks(app: Celery) -> None:
-    """Attach every task to app under its stable name (retrain tasks join here later)."""
+    """Attach every task to app under its stable name."""
     app.task(name=PING, acks_late=False, soft_time_limit=20, time_limit=30)(ping)
+    # A retrain whose worker died is not requeued: it would likely die again (out of memory)
+    # and take the next worker with it. The run is marked failed by the next trigger or sweep.
+    retrain_options: dict[str, Any] = {"bind": True, "acks_late": True,
+                                       "reject_on_worker_lost": False}
+    app.task(name=RETRAIN, **retrain_options)(retrain)
+    app.task(name=RETRAIN_SCHEDULED, **retrain_options)(retrain_scheduled)
+    app.task(name=SWEEP_RUNS, bind=True, acks_late=False, time_limit=60)(sweep_runs)

@@ -8,7 +8,8 @@ Factors come back as plain float32 numpy arrays with scores = user_factors @ ite
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,12 @@ class ModelParams:
             return _DEFAULT_REGULARIZATION[self.algorithm]
         return self.regularization
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelParams:
+        """Back from `to_dict` (a manifest or version row); unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
     def to_dict(self) -> dict[str, Any]:
         """Plain values with the per-algorithm defaults resolved."""
         return {
@@ -149,7 +156,11 @@ def _model_and_data(csr: sp.csr_matrix, params: ModelParams) -> tuple[Any, sp.cs
         liked = sp.csr_matrix(csr > 0, dtype=np.float32)
         return BayesianPersonalizedRanking(learning_rate=params.learning_rate, **common), liked
     data = scale_confidence(csr, method=params.scaling, alpha=params.alpha)
-    return AlternatingLeastSquares(alpha=1.0, **common), data  # alpha applied by the scaling
+    with warnings.catch_warnings():
+        # implicit warns that OpenBLAS may use several threads; fit() limits it to one.
+        warnings.filterwarnings("ignore", message="OpenBLAS is configured", category=RuntimeWarning)
+        model = AlternatingLeastSquares(alpha=1.0, **common)  # alpha applied by the scaling
+    return model, data
 
 
 def top_k(

@@ -13,6 +13,7 @@ from shared.settings import Settings
 # Advisory lock keys, one per kind of exclusive work (any stable 64-bit numbers).
 LOCK_MIGRATIONS = 7_310_001
 LOCK_PARTITIONS = 7_310_002
+LOCK_RETRAIN = 7_310_003
 
 
 def resolve_database_url(settings: Settings) -> str:

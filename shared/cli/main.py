@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import typer
+from pydantic import ValidationError
 
-from shared.cli import db, demo, imports, serve, workers
-from shared.cli.context import CliContext
+from shared.cli import db, demo, imports, schedule, serve, training, workers
+from shared.cli.context import CliContext, fail
 
 app = typer.Typer(
     name="recsys",
@@ -22,11 +23,21 @@ app.command("demo-data")(demo.demo_data)
 app.command("demo")(demo.demo)
 app.command("worker")(workers.worker)
 app.command("beat")(workers.beat)
+app.command("train")(training.train)
+app.add_typer(training.runs_app, name="runs")
+app.add_typer(training.models_app, name="models")
+app.add_typer(schedule.app, name="schedule")
 
 
 @app.callback()
 def _root(ctx: typer.Context) -> None:
-    ctx.obj = CliContext()
+    try:
+        ctx.obj = CliContext()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"RECSYS_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise fail(f"invalid settings: {problems}", 2) from None
 
 
 def main() -> None:

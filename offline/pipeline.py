@@ -1,0 +1,266 @@
+"""run_retrain(): load > build > fit > evaluate > gate > final fit > export, each phase metered.
+
+The caller holds the retrain lock (offline.runs) and owns the run row; this module only
+turns events into a published (or rejected) model version and reports what each phase cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+import scipy.sparse as sp
+
+from offline.dataset import EventColumns, InteractionMatrix, build_matrix
+from offline.evaluation import (
+    Decision,
+    RankingMetrics,
+    choose_cutoff,
+    drop_seen,
+    popularity_ranking,
+    ranking_metrics,
+    should_promote,
+    time_split,
+)
+from offline.loading import load_events, newest_event_time, window_start
+from offline.retrain_config import RetrainConfig
+from offline.training import ModelParams, TrainedFactors, fit, top_k
+from shared import artifacts, registry
+from shared.metering import Meter, PhaseMeasurement
+
+log = logging.getLogger(__name__)
+PhaseCallback = Callable[[str, list[PhaseMeasurement]], None]
+
+
+class NoTrainingData(RuntimeError):
+    """The window holds too few events to split, train and evaluate."""
+
+
+@dataclass
+class RetrainResult:
+    status: str  # "promoted" | "rejected"
+    version: str
+    reason: str
+    metrics: dict[str, Any]
+    phases: list[PhaseMeasurement] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Split:
+    train: InteractionMatrix
+    relevant: sp.csr_matrix  # test interactions not seen in training, aligned with train
+    users: np.ndarray  # train rows with at least one relevant test item
+    cutoff: float
+
+
+def run_retrain(
+    conn: psycopg.Connection,
+    *,
+    run_id: uuid.UUID,
+    config: RetrainConfig,
+    artifact_dir: Path,
+    meter: Meter,
+    on_phase: PhaseCallback | None = None,
+    moved_by: str = "retrain",
+) -> RetrainResult:
+    """Train, evaluate and publish one version; the version row says whether it went live."""
+
+    def phase(name: str) -> Any:
+        if on_phase:
+            on_phase(name, list(meter.measurements))
+        return meter.measure(name)
+
+    with phase("load"):
+        newest = newest_event_time(conn)
+        if newest is None:
+            raise NoTrainingData("there are no events")
+        since = window_start(newest, config.window_days)
+        received_until = _newest_received(conn)
+        events = load_events(conn, since=since)
+    with phase("build"):
+        split = _split(events, config)
+        full = _build(events, config)
+    with phase("fit"):
+        candidate = fit(split.train, config.model)
+    with phase("evaluate"):
+        live = registry.promoted_version(conn)
+        metrics = _evaluate(candidate, split, config, live=live)
+        decision = _gate(metrics, config, has_live=live is not None)
+    published = candidate
+    if decision.promote and config.final_fit:
+        with phase("final_fit"):
+            published = fit(full, config.model)
+    with phase("export"):
+        matrix = full if published is not candidate else split.train
+        version = _version_name(run_id)
+        path = artifacts.write_version(
+            artifact_dir,
+            version,
+            _arrays(published, matrix),
+            manifest_fields=_manifest(config, events, split, matrix, metrics, since, newest),
+        )
+    status = "promoted" if decision.promote else "rejected"
+    registry.publish_version(
+        conn,
+        registry.ModelVersion(
+            version=version, run_id=run_id, created_at=datetime.now(UTC), status=status,
+            reason=decision.reason, algorithm=config.model.algorithm,
+            params=config.model.to_dict(), metrics=metrics,
+            data=_data_summary(events, matrix, since, newest, split.cutoff),
+            artifact_path=str(path), artifact_bytes=artifacts.directory_size(path),
+            events_until=newest, received_until=received_until, files_deleted_at=None,
+        ),
+        promote=decision.promote,
+        moved_by=moved_by,
+    )
+    conn.commit()
+    if on_phase:
+        on_phase("done", list(meter.measurements))
+    return RetrainResult(status, version, decision.reason, metrics, list(meter.measurements))
+
+
+def _newest_received(conn: psycopg.Connection) -> datetime | None:
+    row = conn.execute("SELECT max(received_at) FROM events").fetchone()
+    return row[0] if row else None
+
+
+def _build(events: EventColumns, config: RetrainConfig, **axes: Any) -> InteractionMatrix:
+    return build_matrix(
+        events,
+        confidence=config.confidence,
+        reference_time=float(events.occurred_at.max()),
+        min_user_events=config.min_user_events,
+        min_item_events=config.min_item_events,
+        **axes,
+    )
+
+
+def _split(events: EventColumns, config: RetrainConfig) -> _Split:
+    """Train on events before a time cutoff; test on each user's later, unseen items."""
+    if len(events) < 10:
+        raise NoTrainingData(f"only {len(events)} events in the window")
+    cutoff = choose_cutoff(events.occurred_at, test_fraction=config.test_fraction)
+    before, after = time_split(events, cutoff=cutoff)
+    train = _build(before, config)
+    test = _build(after, config, user_ids=train.user_ids, item_ids=train.item_ids)
+    relevant = drop_seen((test.matrix > 0).astype(np.float32).tocsr(), train.matrix)
+    users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    if train.matrix.nnz == 0 or len(users) == 0:
+        raise NoTrainingData("the time split left no training data or no test users")
+    return _Split(train, relevant, users, cutoff)
+
+
+def _evaluate(
+    candidate: TrainedFactors,
+    split: _Split,
+    config: RetrainConfig,
+    *,
+    live: registry.ModelVersion | None,
+) -> dict[str, Any]:
+    """Candidate, popularity and the live version's settings, all on the same holdout.
+
+    The live version's published factors have usually seen the holdout, so its settings are
+    refit on the same training split instead (skipped when they equal the candidate's).
+    """
+    n_items = split.train.shape[1]
+    scored = _rank(candidate, split, config.k)
+    results: dict[str, Any] = {
+        "candidate": ranking_metrics(scored, split.relevant[split.users], k=config.k,
+                                     n_items=n_items).to_dict(),
+        "popularity": ranking_metrics(
+            popularity_ranking(split.train.matrix, split.users, k=config.k),
+            split.relevant[split.users], k=config.k, n_items=n_items,
+        ).to_dict(),
+        "cutoff": datetime.fromtimestamp(split.cutoff, UTC).isoformat(),
+    }
+    if live is not None:
+        results["live_version"] = live.version
+        live_params = ModelParams.from_dict(live.params)
+        if live_params == config.model:
+            results["live"] = results["candidate"]
+        else:
+            refit = fit(split.train, live_params)
+            results["live"] = ranking_metrics(_rank(refit, split, config.k),
+                                              split.relevant[split.users], k=config.k,
+                                              n_items=n_items).to_dict()
+    return results
+
+
+def _rank(model: TrainedFactors, split: _Split, k: int) -> np.ndarray:
+    items, _ = top_k(model.user_factors, model.item_factors, split.users, k=k,
+                     exclude=split.train.matrix)
+    return items
+
+
+def _gate(metrics: dict[str, Any], config: RetrainConfig, *, has_live: bool) -> Decision:
+    return should_promote(
+        RankingMetrics(**metrics["candidate"]),
+        popularity=RankingMetrics(**metrics["popularity"]),
+        live=RankingMetrics(**metrics["live"]) if has_live else None,
+        tolerance=config.gate_tolerance,
+        metric=config.gate_metric,
+    )
+
+
+def _version_name(run_id: uuid.UUID) -> str:
+    return f"v{datetime.now(UTC):%Y%m%d-%H%M%S}-{run_id.hex[:6]}"
+
+
+def _arrays(model: TrainedFactors, matrix: InteractionMatrix) -> dict[str, Any]:
+    """What the API needs: factors, id maps, seen items and item popularity."""
+    seen = (matrix.matrix != 0).astype(np.float32).tocsr()
+    popularity = np.asarray(seen.sum(axis=0)).ravel().astype(np.float32)
+    return {
+        "user_factors": np.ascontiguousarray(model.user_factors, dtype=np.float32),
+        "item_factors": np.ascontiguousarray(model.item_factors, dtype=np.float32),
+        "user_ids": np.asarray(matrix.user_ids),
+        "item_ids": np.asarray(matrix.item_ids),
+        "seen": seen,
+        "item_popularity": popularity,
+    }
+
+
+def _data_summary(
+    events: EventColumns,
+    matrix: InteractionMatrix,
+    since: datetime | None,
+    newest: datetime,
+    cutoff: float,
+) -> dict[str, Any]:
+    return {
+        "window_start": since.isoformat() if since else None,
+        "window_end": newest.isoformat(),
+        "events": len(events),
+        "users": matrix.shape[0],
+        "items": matrix.shape[1],
+        "interactions": int(matrix.matrix.nnz),
+        "evaluation_cutoff": datetime.fromtimestamp(cutoff, UTC).isoformat(),
+    }
+
+
+def _manifest(
+    config: RetrainConfig,
+    events: EventColumns,
+    split: _Split,
+    matrix: InteractionMatrix,
+    metrics: dict[str, Any],
+    since: datetime | None,
+    newest: datetime,
+) -> dict[str, Any]:
+    return {
+        "algorithm": config.model.algorithm,
+        "params": config.model.to_dict(),
+        "data": {
+            **_data_summary(events, matrix, since, newest, split.cutoff),
+            "confidence": config.confidence.to_dict(),
+            "trained_on": "window" if matrix is not split.train else "training split",
+        },
+        "metrics": metrics,
+    }

@@ -1,0 +1,77 @@
+"""Settings -> the typed pieces of one retrain (confidence, model, evaluation, gate)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from offline.dataset import ConfidenceSettings
+from offline.training import ModelParams
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Everything that decides what a retrain produces; recorded in the run and manifest."""
+
+    window_days: int | None
+    min_user_events: int
+    min_item_events: int
+    confidence: ConfidenceSettings
+    model: ModelParams
+    k: int
+    test_fraction: float
+    gate_metric: str
+    gate_tolerance: float
+    final_fit: bool
+    keep_versions: int
+
+    def to_dict(self) -> dict[str, Any]:
+        plain = asdict(self)
+        plain["confidence"] = self.confidence.to_dict()
+        plain["model"] = self.model.to_dict()
+        return plain
+
+
+def retrain_config(settings: Settings) -> RetrainConfig:
+    """Read the retrain settings; unset model knobs keep ModelParams' defaults."""
+    defaults = ModelParams()
+    model = ModelParams(
+        algorithm=settings.algorithm,
+        factors=settings.factors,
+        iterations=settings.iterations,
+        regularization=settings.regularization,
+        alpha=_or(settings.alpha, defaults.alpha),
+        scaling=settings.scaling or defaults.scaling,
+        learning_rate=settings.learning_rate,
+        random_state=settings.random_state,
+        num_threads=settings.training_threads,
+    )
+    confidence = ConfidenceSettings(
+        weights={
+            "view": settings.weight_view,
+            "click": settings.weight_click,
+            "add_to_cart": settings.weight_add_to_cart,
+            "purchase": settings.weight_purchase,
+        },
+        rating_neutral=settings.rating_neutral,
+        rating_weight=settings.rating_weight,
+        half_life_days=settings.half_life_days,
+    )
+    return RetrainConfig(
+        window_days=settings.train_window_days,
+        min_user_events=settings.min_user_events,
+        min_item_events=settings.min_item_events,
+        confidence=confidence,
+        model=model,
+        k=settings.eval_k,
+        test_fraction=settings.eval_test_fraction,
+        gate_metric=settings.gate_metric,
+        gate_tolerance=settings.gate_tolerance,
+        final_fit=settings.final_fit,
+        keep_versions=settings.keep_versions,
+    )
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value

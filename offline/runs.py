@@ -1,0 +1,182 @@
+"""The life of a retrain run: trigger (one at a time), execute under a lock, sweep the dead.
+
+A run's row is created by whoever triggers it (CLI, API, beat) and executed by a worker (or
+inline). The retrain lock is a PostgreSQL session advisory lock held on its own connection for
+the whole run: if the worker dies, PostgreSQL drops the connection and the lock with it, so the
+next trigger or sweep can tell a live run from an abandoned one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from offline.pipeline import NoTrainingData, PhaseCallback, RetrainResult, run_retrain
+from offline.retrain_config import retrain_config
+from shared import artifacts, registry
+from shared.db import LOCK_RETRAIN
+from shared.metering import EnergyModel, Meter, PhaseMeasurement
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+ABANDONED = "the worker running it stopped (killed, crashed or lost) before it finished"
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """What a trigger did: queued a new run, or found the one already queued or running."""
+
+    run_id: uuid.UUID
+    created: bool
+    status: str
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: uuid.UUID
+    status: str
+    reason: str | None
+    version: str | None = None
+
+
+class RetrainAlreadyRunning(RuntimeError):
+    def __init__(self, run_id: uuid.UUID | None) -> None:
+        super().__init__(f"a retrain is already running (run {run_id})")
+        self.run_id = run_id
+
+
+def request_retrain(
+    conn: psycopg.Connection, settings: Settings, *, trigger: str, force: bool
+) -> Trigger:
+    """Queue a run unless one is queued or running; then answer with that one."""
+    sweep_abandoned_runs(conn, settings)
+    snapshot = retrain_config(settings).to_dict()
+    try:
+        with conn.transaction():
+            run_id = registry.create_run(conn, trigger=trigger, forced=force, settings=snapshot)
+        return Trigger(run_id, True, "queued")
+    except psycopg.errors.UniqueViolation:
+        active = registry.active_run(conn)
+        if active is None:  # it finished between our insert and this read: try once more
+            return request_retrain(conn, settings, trigger=trigger, force=force)
+        return Trigger(active.run_id, False, active.status)
+
+
+def sweep_abandoned_runs(conn: psycopg.Connection, settings: Settings) -> list[uuid.UUID]:
+    """Mark runs whose worker is gone as failed (running without the lock; queued too long)."""
+    failed: list[uuid.UUID] = []
+    with conn.transaction():
+        free = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOCK_RETRAIN,)).fetchone()
+        if free and free[0]:
+            failed += registry.fail_abandoned_runs(conn, reason=ABANDONED)
+        failed += registry.fail_stale_queued_runs(
+            conn,
+            older_than_seconds=settings.task_time_limit_seconds,
+            reason="no worker picked the run up in time",
+        )
+    for run_id in failed:
+        log.warning("run %s marked failed: %s", run_id, ABANDONED)
+    return failed
+
+
+@contextmanager
+def retrain_lock(database_url: str) -> Iterator[bool]:
+    """Hold the retrain lock for the block if it is free; yields whether we got it."""
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        row = holder.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_RETRAIN,)).fetchone()
+        yield bool(row and row[0])
+        # Closing the connection releases the lock, also when this process dies.
+
+
+def execute_run(
+    settings: Settings,
+    run_id: uuid.UUID,
+    *,
+    meter: Meter | None = None,
+    on_phase: PhaseCallback | None = None,
+) -> RunOutcome:
+    """Run a queued retrain to its end: promoted, rejected, skipped or failed."""
+    database_url = settings.require_database_url()
+    with retrain_lock(database_url) as locked, psycopg.connect(database_url, autocommit=True) as conn:
+        if not locked:
+            active = registry.running_run(conn)
+            raise RetrainAlreadyRunning(active.run_id if active else None)
+        registry.fail_abandoned_runs(conn, reason=ABANDONED)  # we hold the lock: none is live
+        run = registry.get_run(conn, run_id)
+        if run is None:
+            raise ValueError(f"no run {run_id}")
+        if run.status != "queued":
+            return RunOutcome(run_id, run.status, "the run was already started once; not rerun")
+        registry.start_run(conn, run_id, host=socket.gethostname(), pid=os.getpid())
+        return _execute(conn, settings, run, meter=meter, on_phase=on_phase)
+
+
+def _execute(
+    conn: psycopg.Connection,
+    settings: Settings,
+    run: registry.Run,
+    *,
+    meter: Meter | None,
+    on_phase: PhaseCallback | None,
+) -> RunOutcome:
+    latest = registry.latest_version(conn)
+    if not run.forced and latest is not None and not registry.events_received_since(
+        conn, latest.received_until
+    ):
+        reason = f"no event arrived since version {latest.version}"
+        registry.finish_run(conn, run.run_id, status="skipped", reason=reason)
+        return RunOutcome(run.run_id, "skipped", reason)
+    meter = meter or Meter(energy=EnergyModel())
+
+    def progress(phase: str, done: list[PhaseMeasurement]) -> None:
+        registry.record_phase(conn, run.run_id, phase=phase, phases=_phases(done))
+        if on_phase:
+            on_phase(phase, done)
+
+    try:
+        result = run_retrain(
+            conn, run_id=run.run_id, config=retrain_config(settings),
+            artifact_dir=settings.artifact_dir, meter=meter, on_phase=progress,
+        )
+    except NoTrainingData as exc:
+        registry.finish_run(conn, run.run_id, status="skipped", reason=str(exc))
+        return RunOutcome(run.run_id, "skipped", str(exc))
+    except BaseException as exc:
+        conn.rollback()
+        registry.finish_run(conn, run.run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    _finish(conn, run.run_id, result)
+    prune_artifacts(conn, settings)
+    return RunOutcome(run.run_id, result.status, result.reason, result.version)
+
+
+def _finish(conn: psycopg.Connection, run_id: uuid.UUID, result: RetrainResult) -> None:
+    registry.record_phase(conn, run_id, phase="done", phases=_phases(result.phases))
+    registry.finish_run(
+        conn, run_id, status=result.status, reason=result.reason, metrics=result.metrics,
+        model_version=result.version,
+    )
+
+
+def _phases(done: list[PhaseMeasurement]) -> list[dict[str, Any]]:
+    return [m.to_dict() for m in done]
+
+
+def prune_artifacts(conn: psycopg.Connection, settings: Settings) -> list[str]:
+    """Delete the files of old versions beyond keep_versions; never the live or previous one."""
+    live = registry.pointer(conn)
+    protect = {v for v in (live or ()) if v}
+    artifacts.remove_stale_temp_dirs(settings.artifact_dir)
+    deleted = artifacts.prune_versions(
+        settings.artifact_dir, keep_last=settings.keep_versions, protect=protect
+    )
+    registry.mark_files_deleted(conn, deleted)
+    return deleted

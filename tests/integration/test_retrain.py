@@ -1,0 +1,239 @@
+"""Retraining end to end: a real `recsys worker` on a real broker, the real database."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from celery import Celery
+
+from offline.celery_app import TRAINING_QUEUE, create_celery_app
+from offline.runs import execute_run, request_retrain
+from offline.tasks import RETRAIN
+from shared import artifacts, registry
+from shared.settings import Settings
+from tests.processes import (
+    Started,
+    celery_env,
+    delete_keys,
+    running_worker,
+    start_recsys,
+    start_worker,
+    stop,
+    unique_key_prefix,
+    wait_until_ready,
+)
+from tests.shop import SMALL_SHOP, load_shop
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+FINISHED = {"promoted", "rejected", "skipped", "failed"}
+
+
+@pytest.fixture(scope="module")
+def shop_database(database_url: str) -> str:
+    with psycopg.connect(database_url) as conn:
+        conn.execute("TRUNCATE events, event_ids, model_pointer, model_versions, training_runs")
+    load_shop(database_url, SMALL_SHOP)
+    return database_url
+
+
+@pytest.fixture(scope="module")
+def key_prefix(redis_url: str) -> Iterator[str]:
+    prefix = unique_key_prefix()
+    yield prefix
+    delete_keys(redis_url, prefix)
+
+
+@pytest.fixture(scope="module")
+def settings(shop_database: str, redis_url: str, key_prefix: str,
+             tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    root = tmp_path_factory.mktemp("retrain")
+    return Settings(database_url=shop_database, redis_url=redis_url, redis_key_prefix=key_prefix,
+                    data_dir=root / "var", artifact_dir=root / "artifacts")
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> Iterator[Celery]:
+    app = create_celery_app(settings)
+    yield app
+    app.close()
+
+
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    assert settings.redis_url and settings.database_url
+    return celery_env(
+        redis_url=settings.redis_url, database_url=settings.database_url,
+        key_prefix=settings.redis_key_prefix, data_dir=settings.data_dir,
+        extra={"RECSYS_ARTIFACT_DIR": str(settings.artifact_dir),
+               "RECSYS_BEAT_MAX_LOOP_INTERVAL": "1", **extra},
+    )
+
+
+def trigger(settings: Settings, client: Celery, *, force: bool = False) -> uuid.UUID:
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        answer = request_retrain(conn, settings, trigger="test", force=force)
+        assert answer.created
+        result = client.send_task(RETRAIN, args=[str(answer.run_id)], queue=TRAINING_QUEUE)
+        registry.set_task_id(conn, answer.run_id, result.id)
+    return answer.run_id
+
+
+def wait_for_run(settings: Settings, run_id: uuid.UUID, *, statuses: set[str] = FINISHED,
+                 phase: str | None = None, timeout: float = 120) -> registry.Run:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            run = registry.get_run(conn, run_id)
+            assert run is not None
+            if run.status in statuses and (phase is None or run.phase == phase):
+                return run
+            time.sleep(0.2)
+    raise TimeoutError(f"run {run_id} not {statuses} / {phase} within {timeout} s: {run}")
+
+
+def live(settings: Settings) -> registry.ModelVersion | None:
+    with psycopg.connect(settings.require_database_url()) as conn:
+        return registry.promoted_version(conn)
+
+
+def test_a_retrain_through_the_broker_promotes_a_version_that_beats_popularity(
+    settings: Settings, client: Celery, tmp_path: Path
+) -> None:
+    with running_worker(client, worker_env(settings), tmp_path / "worker.log"):
+        run = wait_for_run(settings, trigger(settings, client, force=True))
+    assert run.status == "promoted", run
+    version = live(settings)
+    assert version is not None and version.version == run.model_version
+    loaded = artifacts.read_version(Path(version.artifact_path))  # checksums verified
+    assert loaded.arrays["item_factors"].shape[0] == len(loaded.arrays["item_ids"])
+    assert loaded.arrays["user_factors"].shape[0] == len(loaded.arrays["user_ids"])
+    metrics = run.metrics
+    assert metrics["candidate"]["ndcg"] > metrics["popularity"]["ndcg"]
+    assert [p["phase"] for p in run.phases] == [
+        "load", "build", "fit", "evaluate", "final_fit", "export"]
+
+
+def test_no_new_event_means_the_next_retrain_is_skipped(settings: Settings) -> None:
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        answer = request_retrain(conn, settings, trigger="test", force=False)
+    outcome = execute_run(settings, answer.run_id)
+    assert outcome.status == "skipped"
+    assert "no event arrived" in (outcome.reason or "")
+
+
+def test_a_weak_configuration_is_rejected_by_the_gate(settings: Settings) -> None:
+    before = live(settings)
+    weak = settings.model_copy(update={"factors": 1, "iterations": 1, "regularization": 1e4})
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        answer = request_retrain(conn, weak, trigger="test", force=True)
+    outcome = execute_run(weak, answer.run_id)
+    assert outcome.status == "rejected"
+    assert "popularity" in (outcome.reason or "") or "worse than live" in (outcome.reason or "")
+    after = live(settings)
+    assert after is not None and before is not None and after.version == before.version
+    with psycopg.connect(settings.require_database_url()) as conn:
+        rejected = registry.get_version(conn, outcome.version or "")
+    assert rejected is not None and rejected.status == "rejected" and not rejected.promoted
+
+
+def test_two_simultaneous_triggers_give_one_run(settings: Settings) -> None:
+    answers = []
+    barrier = threading.Barrier(2)
+
+    def fire() -> None:
+        with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+            barrier.wait()
+            answers.append(request_retrain(conn, settings, trigger="test", force=True))
+
+    threads = [threading.Thread(target=fire) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({a.run_id for a in answers}) == 1
+    assert sorted(a.created for a in answers) == [False, True]
+    outcome = execute_run(settings, answers[0].run_id)  # clear it for the tests after
+    assert outcome.status in {"promoted", "rejected"}
+
+
+def test_a_worker_killed_mid_fit_leaves_a_failed_run_and_the_live_version(
+    settings: Settings, client: Celery, tmp_path: Path
+) -> None:
+    before = live(settings)
+    assert before is not None
+    versions_before = artifacts.list_versions(settings.artifact_dir)
+    slow = worker_env(settings, RECSYS_ITERATIONS="10000")
+    worker = start_worker(slow, tmp_path / "slow-worker.log")
+    try:
+        wait_until_ready(client, worker)
+        run_id = trigger(settings, client, force=True)
+        wait_for_run(settings, run_id, statuses={"running"}, phase="fit")
+        _kill_tree(worker)
+    finally:
+        if worker.process.poll() is None:
+            worker.process.kill()
+        worker.process.wait()
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        # The next trigger notices the dead run (the retrain lock is free again).
+        deadline = time.monotonic() + 30
+        while (run := registry.get_run(conn, run_id)) and run.status == "running":
+            request_retrain(conn, settings, trigger="test", force=False)
+            assert time.monotonic() < deadline, "the killed run was never marked failed"
+            time.sleep(0.5)
+        assert run is not None and run.status == "failed"
+        assert "worker" in (run.error or "")
+        queued = registry.active_run(conn)
+        if queued is not None:
+            registry.finish_run(conn, queued.run_id, status="skipped", reason="test cleanup")
+    after = live(settings)
+    assert after is not None and after.version == before.version
+    assert artifacts.list_versions(settings.artifact_dir) == versions_before
+    assert not [p for p in settings.artifact_dir.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_a_schedule_set_through_the_cli_fires(settings: Settings, client: Celery,
+                                              tmp_path: Path) -> None:
+    env = worker_env(settings)
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        newest = registry.list_runs(conn, limit=1)
+        seen = {r.run_id for r in registry.list_runs(conn, limit=100)}
+    assert newest
+    set_schedule = start_recsys(["schedule", "set", "--cron", "* * * * *", "--json"], env,
+                                tmp_path / "schedule.log")
+    assert set_schedule.process.wait(timeout=30) == 0, set_schedule.log()
+    beat = start_recsys(["beat", "--loglevel", "info"], env, tmp_path / "beat.log")
+    try:
+        with running_worker(client, env, tmp_path / "worker.log"):
+            run = _wait_for_new_run(settings, seen, trigger="schedule", timeout=90)
+            finished = wait_for_run(settings, run.run_id)
+    finally:
+        stop(beat)
+    assert finished.trigger == "schedule"
+    assert finished.status in {"skipped", "promoted", "rejected"}
+
+
+def _wait_for_new_run(settings: Settings, seen: set[uuid.UUID], *, trigger: str,
+                      timeout: float) -> registry.Run:
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            for run in registry.list_runs(conn, limit=10):
+                if run.run_id not in seen and run.trigger == trigger:
+                    return run
+            time.sleep(0.5)
+    raise TimeoutError(f"no {trigger} run within {timeout} s")
+
+
+def _kill_tree(worker: Started) -> None:
+    """SIGKILL the worker and its pool processes at once, as an OOM killer or a crash would."""
+    import psutil
+
+    parent = psutil.Process(worker.process.pid)
+    for process in [*parent.children(recursive=True), parent]:
+        process.send_signal(signal.SIGKILL)

@@ -1,0 +1,39 @@
+"""Small synthetic shops written straight into the test database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import psycopg
+
+from shared.event_store import EventWriter
+from shared.events import Event
+from shared.synthetic import EventLog, ShopConfig, generate_catalog, generate_events
+
+
+def shop_events(config: ShopConfig) -> list[Event]:
+    log: EventLog = generate_events(config, generate_catalog(config))
+    times = log.occurred_at.astype("datetime64[us]").astype(datetime)
+    return [
+        Event(str(e), str(u), str(i), str(t), None if np.isnan(v) else float(v),
+              moment.replace(tzinfo=UTC))
+        for e, u, i, t, v, moment in zip(
+            log.event_ids, log.user_ids, log.item_ids, log.types, log.values, times, strict=True
+        )
+    ]
+
+
+def load_shop(database_url: str, config: ShopConfig) -> int:
+    """Write the shop's events; returns how many."""
+    events = shop_events(config)
+    writer = EventWriter()
+    with psycopg.connect(database_url) as conn:
+        for start in range(0, len(events), 20_000):
+            writer.write(conn, events[start : start + 20_000])
+    return len(events)
+
+
+# Enough categories that users' tastes differ: the planted structure a model should find.
+SMALL_SHOP = ShopConfig(n_users=1_500, n_items=600, n_categories=16, n_events=45_000, days=30,
+                        seed=3)
