@@ -22,7 +22,9 @@ def scratch_database(name: str) -> Iterator[str]:
     server = os.environ.get("RECSYS_BENCH_POSTGRES_URL", DEFAULT_SERVER)
     url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
     with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     upgrade(url)
     try:

@@ -34,13 +34,24 @@ COPY_TYPES = ["text", "text", "text", "text", "float8", "timestamptz"]
 
 
 def synthetic_events(count: int) -> list[Event]:
-    config = ShopConfig(n_users=20_000, n_items=10_000, n_events=count, seed=7,
-                        end=datetime.now(UTC).replace(microsecond=0))
+    config = ShopConfig(
+        n_users=20_000,
+        n_items=10_000,
+        n_events=count,
+        seed=7,
+        end=datetime.now(UTC).replace(microsecond=0),
+    )
     log = generate_events(config, generate_catalog(config))
     times = log.occurred_at.astype("datetime64[us]").astype(datetime)
     events = [
-        Event(str(e), str(u), str(i), str(t), None if np.isnan(v) else float(v),
-              moment.replace(tzinfo=UTC))
+        Event(
+            str(e),
+            str(u),
+            str(i),
+            str(t),
+            None if np.isnan(v) else float(v),
+            moment.replace(tzinfo=UTC),
+        )
         for e, u, i, t, v, moment in zip(
             log.event_ids, log.user_ids, log.item_ids, log.types, log.values, times, strict=True
         )
@@ -50,15 +61,21 @@ def synthetic_events(count: int) -> list[Event]:
 
 def json_batches(events: list[Event], size: int) -> list[bytes]:
     def as_dict(e: Event) -> dict[str, object]:
-        body: dict[str, object] = {"event_id": e.event_id, "user_id": e.user_id,
-                                   "item_id": e.item_id, "type": e.type,
-                                   "occurred_at": e.occurred_at.isoformat()}
+        body: dict[str, object] = {
+            "event_id": e.event_id,
+            "user_id": e.user_id,
+            "item_id": e.item_id,
+            "type": e.type,
+            "occurred_at": e.occurred_at.isoformat(),
+        }
         if e.value is not None:
             body["value"] = e.value
         return body
 
-    return [orjson.dumps([as_dict(e) for e in events[n : n + size]])
-            for n in range(0, len(events), size)]
+    return [
+        orjson.dumps([as_dict(e) for e in events[n : n + size]])
+        for n in range(0, len(events), size)
+    ]
 
 
 def empty_tables(url: str) -> None:
@@ -76,8 +93,9 @@ def http_round(base: str, batches: list[bytes], concurrency: int) -> tuple[float
         if not hasattr(local, "client"):
             local.client = httpx.Client(base_url=base, timeout=30)
         started = time.perf_counter()
-        response = local.client.post("/v1/events", content=body,
-                                     headers={"content-type": "application/json"})
+        response = local.client.post(
+            "/v1/events", content=body, headers={"content-type": "application/json"}
+        )
         elapsed = time.perf_counter() - started
         response.raise_for_status()
         with lock:
@@ -126,26 +144,32 @@ def main() -> None:
 
     events = synthetic_events(args.events)
     batches = json_batches(events, args.batch)
-    print(f"{len(events):,} events in {len(batches)} batches of {args.batch:,}; "
-          f"{args.workers} API workers, {args.concurrency} concurrent clients")
+    print(
+        f"{len(events):,} events in {len(batches)} batches of {args.batch:,}; "
+        f"{args.workers} API workers, {args.concurrency} concurrent clients"
+    )
     http_rates, copy_rates, batched_rates, p99s, p50s = [], [], [], [], []
-    with scratch_database("recsys_bench_ingest") as url:
-        with running_api(url, workers=args.workers) as base:
-            for round_number in range(1, args.rounds + 1):
-                empty_tables(url)
-                wall, latencies = http_round(base, batches, args.concurrency)
-                http_rates.append(len(events) / wall)
-                p50s.append(percentile(latencies, 50) * 1000)
-                p99s.append(percentile(latencies, 99) * 1000)
-                empty_tables(url)
-                copy_rates.append(len(events) / copy_round(url, events, args.workers, None))
-                empty_tables(url)
-                batched = copy_round(url, events, args.workers, args.batch)
-                batched_rates.append(len(events) / batched)
-                print(f"round {round_number}: http {http_rates[-1]:,.0f} ev/s "
-                      f"(batch p50 {p50s[-1]:.1f} ms, p99 {p99s[-1]:.1f} ms), "
-                      f"raw COPY {copy_rates[-1]:,.0f} ev/s, "
-                      f"raw COPY per {args.batch:,} {batched_rates[-1]:,.0f} ev/s")
+    with (
+        scratch_database("recsys_bench_ingest") as url,
+        running_api(url, workers=args.workers) as base,
+    ):
+        for round_number in range(1, args.rounds + 1):
+            empty_tables(url)
+            wall, latencies = http_round(base, batches, args.concurrency)
+            http_rates.append(len(events) / wall)
+            p50s.append(percentile(latencies, 50) * 1000)
+            p99s.append(percentile(latencies, 99) * 1000)
+            empty_tables(url)
+            copy_rates.append(len(events) / copy_round(url, events, args.workers, None))
+            empty_tables(url)
+            batched = copy_round(url, events, args.workers, args.batch)
+            batched_rates.append(len(events) / batched)
+            print(
+                f"round {round_number}: http {http_rates[-1]:,.0f} ev/s "
+                f"(batch p50 {p50s[-1]:.1f} ms, p99 {p99s[-1]:.1f} ms), "
+                f"raw COPY {copy_rates[-1]:,.0f} ev/s, "
+                f"raw COPY per {args.batch:,} {batched_rates[-1]:,.0f} ev/s"
+            )
     http, raw, raw_batched = median(http_rates), median(copy_rates), median(batched_rates)
     print(f"median HTTP ingestion             : {http:,.0f} events/s")
     print(f"median raw COPY, one per connection: {raw:,.0f} events/s")

@@ -110,12 +110,20 @@ def run_retrain(
     registry.publish_version(
         conn,
         registry.ModelVersion(
-            version=version, run_id=run_id, created_at=datetime.now(UTC), status=status,
-            reason=decision.reason, algorithm=config.model.algorithm,
-            params=config.model.to_dict(), metrics=metrics,
+            version=version,
+            run_id=run_id,
+            created_at=datetime.now(UTC),
+            status=status,
+            reason=decision.reason,
+            algorithm=config.model.algorithm,
+            params=config.model.to_dict(),
+            metrics=metrics,
             data=_data_summary(events, matrix, since, newest, split.cutoff),
-            artifact_path=str(path), artifact_bytes=artifacts.directory_size(path),
-            events_until=newest, received_until=received_until, files_deleted_at=None,
+            artifact_path=str(path),
+            artifact_bytes=artifacts.directory_size(path),
+            events_until=newest,
+            received_until=received_until,
+            files_deleted_at=None,
         ),
         promote=decision.promote,
         moved_by=moved_by,
@@ -172,11 +180,14 @@ def _evaluate(
     n_items = split.train.shape[1]
     scored = _rank(candidate, split, config.k)
     results: dict[str, Any] = {
-        "candidate": ranking_metrics(scored, split.relevant[split.users], k=config.k,
-                                     n_items=n_items).to_dict(),
+        "candidate": ranking_metrics(
+            scored, split.relevant[split.users], k=config.k, n_items=n_items
+        ).to_dict(),
         "popularity": ranking_metrics(
             popularity_ranking(split.train.matrix, split.users, k=config.k),
-            split.relevant[split.users], k=config.k, n_items=n_items,
+            split.relevant[split.users],
+            k=config.k,
+            n_items=n_items,
         ).to_dict(),
         "cutoff": datetime.fromtimestamp(split.cutoff, UTC).isoformat(),
     }
@@ -187,15 +198,19 @@ def _evaluate(
             results["live"] = results["candidate"]
         else:
             refit = fit(split.train, live_params)
-            results["live"] = ranking_metrics(_rank(refit, split, config.k),
-                                              split.relevant[split.users], k=config.k,
-                                              n_items=n_items).to_dict()
+            results["live"] = ranking_metrics(
+                _rank(refit, split, config.k),
+                split.relevant[split.users],
+                k=config.k,
+                n_items=n_items,
+            ).to_dict()
     return results
 
 
 def _rank(model: TrainedFactors, split: _Split, k: int) -> np.ndarray:
-    items, _ = top_k(model.user_factors, model.item_factors, split.users, k=k,
-                     exclude=split.train.matrix)
+    items, _ = top_k(
+        model.user_factors, model.item_factors, split.users, k=k, exclude=split.train.matrix
+    )
     return items
 
 

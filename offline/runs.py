@@ -105,7 +105,10 @@ def execute_run(
 ) -> RunOutcome:
     """Run a queued retrain to its end: promoted, rejected, skipped or failed."""
     database_url = settings.require_database_url()
-    with retrain_lock(database_url) as locked, psycopg.connect(database_url, autocommit=True) as conn:
+    with (
+        retrain_lock(database_url) as locked,
+        psycopg.connect(database_url, autocommit=True) as conn,
+    ):
         if not locked:
             active = registry.running_run(conn)
             raise RetrainAlreadyRunning(active.run_id if active else None)
@@ -128,8 +131,10 @@ def _execute(
     on_phase: PhaseCallback | None,
 ) -> RunOutcome:
     latest = registry.latest_version(conn)
-    if not run.forced and latest is not None and not registry.events_received_since(
-        conn, latest.received_until
+    if (
+        not run.forced
+        and latest is not None
+        and not registry.events_received_since(conn, latest.received_until)
     ):
         reason = f"no event arrived since version {latest.version}"
         registry.finish_run(conn, run.run_id, status="skipped", reason=reason)
@@ -143,8 +148,12 @@ def _execute(
 
     try:
         result = run_retrain(
-            conn, run_id=run.run_id, config=retrain_config(settings),
-            artifact_dir=settings.artifact_dir, meter=meter, on_phase=progress,
+            conn,
+            run_id=run.run_id,
+            config=retrain_config(settings),
+            artifact_dir=settings.artifact_dir,
+            meter=meter,
+            on_phase=progress,
         )
     except NoTrainingData as exc:
         registry.finish_run(conn, run.run_id, status="skipped", reason=str(exc))
@@ -161,7 +170,11 @@ def _execute(
 def _finish(conn: psycopg.Connection, run_id: uuid.UUID, result: RetrainResult) -> None:
     registry.record_phase(conn, run_id, phase="done", phases=_phases(result.phases))
     registry.finish_run(
-        conn, run_id, status=result.status, reason=result.reason, metrics=result.metrics,
+        conn,
+        run_id,
+        status=result.status,
+        reason=result.reason,
+        metrics=result.metrics,
         model_version=result.version,
     )
 

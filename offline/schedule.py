@@ -84,7 +84,8 @@ def retrain_schedule(app: Celery) -> ScheduleInfo | None:
     entry = _entry(app)
     if entry is None:
         return None
-    meta = {k.decode(): v.decode() for k, v in _client(app).hgetall(_meta_key(app)).items()}
+    raw: dict[bytes, bytes] = _client(app).hgetall(_meta_key(app))  # type: ignore[assignment]
+    meta = {key.decode(): value.decode() for key, value in raw.items()}
     last = entry.last_run_at if entry.total_run_count else None
     return ScheduleInfo(
         cron=meta.get("cron", str(entry.schedule)),

@@ -69,7 +69,7 @@ def sweep_runs(task: Task) -> list[str]:
 
 
 def _settings(task: Task) -> Settings:
-    settings: Settings = task.app.settings  # type: ignore[attr-defined]
+    settings: Settings = task.app.settings
     return settings
 
 
@@ -78,8 +78,11 @@ def register_tasks(app: Celery) -> None:
     app.task(name=PING, acks_late=False, soft_time_limit=20, time_limit=30)(ping)
     # A retrain whose worker died is not requeued: it would likely die again (out of memory)
     # and take the next worker with it. The run is marked failed by the next trigger or sweep.
-    retrain_options: dict[str, Any] = {"bind": True, "acks_late": True,
-                                       "reject_on_worker_lost": False}
+    retrain_options: dict[str, Any] = {
+        "bind": True,
+        "acks_late": True,
+        "reject_on_worker_lost": False,
+    }
     app.task(name=RETRAIN, **retrain_options)(retrain)
     app.task(name=RETRAIN_SCHEDULED, **retrain_options)(retrain_scheduled)
     app.task(name=SWEEP_RUNS, bind=True, acks_late=False, time_limit=60)(sweep_runs)

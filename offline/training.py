@@ -7,8 +7,8 @@ Factors come back as plain float32 numpy arrays with scores = user_factors @ ite
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 

@@ -28,9 +28,15 @@ class NothingValid(ValueError):
         self.answer = answer
 
 
-def json_response(content: object, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content), status_code=status_code,
-                    media_type="application/json", headers=headers)
+def json_response(
+    content: object, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(content),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -60,5 +66,6 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("database unavailable: %s", exc)
         return json_response(
             {"error": "database_unavailable", "detail": "the event store is unreachable; retry"},
-            503, headers={"Retry-After": "1"},
+            503,
+            headers={"Retry-After": "1"},
         )

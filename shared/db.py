@@ -29,7 +29,7 @@ def sqlalchemy_url(database_url: str) -> str:
     """The same URL spelled for SQLAlchemy's psycopg 3 dialect (used by Alembic only)."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if database_url.startswith(prefix):
-            return "postgresql+psycopg://" + database_url[len(prefix):]
+            return "postgresql+psycopg://" + database_url[len(prefix) :]
     raise ValueError(f"not a PostgreSQL URL: {database_url!r}")
 
 

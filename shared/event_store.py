@@ -128,7 +128,9 @@ def existing_partitions(conn: psycopg.Connection) -> set[str]:
 
 
 def _create_partition_sql(start: datetime) -> sql.Composed:
-    return sql.SQL("CREATE TABLE IF NOT EXISTS {} PARTITION OF events FOR VALUES FROM ({}) TO ({})").format(
+    return sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} PARTITION OF events FOR VALUES FROM ({}) TO ({})"
+    ).format(
         sql.Identifier(partition_name(start)), sql.Literal(start), sql.Literal(next_month(start))
     )
 

@@ -135,7 +135,9 @@ def validate_fields(fields: dict[str, Any], *, rules: EventRules, now: datetime)
     return check_rules(parsed, rules=rules, now=now)
 
 
-def validate_batch(body: bytes, *, rules: EventRules, now: datetime | None = None) -> BatchValidation:
+def validate_batch(
+    body: bytes, *, rules: EventRules, now: datetime | None = None
+) -> BatchValidation:
     """Validate a JSON array of events; valid ones are kept even when others are not."""
     now = now or datetime.now(UTC)
     try:

@@ -36,5 +36,5 @@ def redis_py_url(url: str) -> str:
 def _socket_path(url: str) -> str | None:
     for scheme in _SOCKET_SCHEMES:
         if url.startswith(scheme):
-            return url[len(scheme):]
+            return url[len(scheme) :]
     return None

@@ -102,8 +102,7 @@ def record_phase(
 ) -> None:
     """Say which phase is running now and what the finished ones measured."""
     conn.execute(
-        "UPDATE training_runs SET phase = %s, phases = %s, heartbeat_at = now() "
-        "WHERE run_id = %s",
+        "UPDATE training_runs SET phase = %s, phases = %s, heartbeat_at = now() WHERE run_id = %s",
         (phase, Jsonb(phases), run_id),
     )
 
@@ -121,8 +120,14 @@ def finish_run(
     conn.execute(
         "UPDATE training_runs SET status = %s, finished_at = now(), phase = NULL, reason = %s, "
         "error = %s, metrics = coalesce(%s, metrics), model_version = %s WHERE run_id = %s",
-        (status, reason, error, Jsonb(metrics) if metrics is not None else None, model_version,
-         run_id),
+        (
+            status,
+            reason,
+            error,
+            Jsonb(metrics) if metrics is not None else None,
+            model_version,
+            run_id,
+        ),
     )
 
 
@@ -165,18 +170,29 @@ def list_runs(conn: psycopg.Connection, *, limit: int = 20) -> list[Run]:
 # --- versions and the pointer --------------------------------------------------------------
 
 
-def publish_version(conn: psycopg.Connection, version: ModelVersion, *, promote: bool,
-                    moved_by: str) -> None:
+def publish_version(
+    conn: psycopg.Connection, version: ModelVersion, *, promote: bool, moved_by: str
+) -> None:
     """Insert the version row and, when promoted, move the pointer: one transaction."""
     with conn.transaction():
         conn.execute(
             "INSERT INTO model_versions (version, run_id, status, reason, algorithm, params, "
             "metrics, data, artifact_path, artifact_bytes, events_until, received_until) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (version.version, version.run_id, version.status, version.reason, version.algorithm,
-             Jsonb(version.params), Jsonb(version.metrics), Jsonb(version.data),
-             version.artifact_path, version.artifact_bytes, version.events_until,
-             version.received_until),
+            (
+                version.version,
+                version.run_id,
+                version.status,
+                version.reason,
+                version.algorithm,
+                Jsonb(version.params),
+                Jsonb(version.metrics),
+                Jsonb(version.data),
+                version.artifact_path,
+                version.artifact_bytes,
+                version.events_until,
+                version.received_until,
+            ),
         )
         if promote:
             _move_pointer(conn, version.version, moved_by=moved_by)
@@ -196,9 +212,7 @@ def promote_version(conn: psycopg.Connection, version: str, *, moved_by: str) ->
 def rollback(conn: psycopg.Connection, *, moved_by: str) -> str:
     """Point back at the version that was live before the current one; returns it."""
     with conn.transaction():
-        row = conn.execute(
-            "SELECT version, previous FROM model_pointer FOR UPDATE"
-        ).fetchone()
+        row = conn.execute("SELECT version, previous FROM model_pointer FOR UPDATE").fetchone()
         if row is None or row[1] is None:
             raise RegistryError("there is no previous version to roll back to")
         _move_pointer(conn, row[1], moved_by=moved_by)
@@ -215,9 +229,7 @@ def _move_pointer(conn: psycopg.Connection, version: str, *, moved_by: str) -> N
         "version = EXCLUDED.version, moved_at = now(), moved_by = EXCLUDED.moved_by",
         (version, moved_by),
     )
-    conn.execute(
-        "UPDATE model_versions SET status = 'promoted' WHERE version = %s", (version,)
-    )
+    conn.execute("UPDATE model_versions SET status = 'promoted' WHERE version = %s", (version,))
     conn.execute("SELECT pg_notify(%s, %s)", (PROMOTION_CHANNEL, version))
 
 
@@ -244,8 +256,7 @@ def get_version(conn: psycopg.Connection, version: str) -> ModelVersion | None:
 def list_versions(conn: psycopg.Connection, *, limit: int = 50) -> list[ModelVersion]:
     with conn.cursor(row_factory=class_row(ModelVersion)) as cur:
         return cur.execute(
-            f"SELECT {_VERSION_COLUMNS} FROM {_VERSIONS_FROM} "
-            "ORDER BY v.created_at DESC LIMIT %s",
+            f"SELECT {_VERSION_COLUMNS} FROM {_VERSIONS_FROM} ORDER BY v.created_at DESC LIMIT %s",
             (limit,),
         ).fetchall()
 

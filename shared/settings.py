@@ -74,7 +74,9 @@ class Settings(BaseSettings):
     half_life_days: float | None = Field(default=None, gt=0)
     algorithm: Literal["als", "bpr"] = "als"
     factors: int = Field(default=64, ge=1, le=1024)
-    iterations: int | None = Field(default=None, ge=1, le=10_000, description="Unset: per algorithm.")
+    iterations: int | None = Field(
+        default=None, ge=1, le=10_000, description="Unset: per algorithm."
+    )
     regularization: float | None = Field(default=None, ge=0, description="Unset: the default.")
     alpha: float | None = Field(default=None, gt=0, description="Unset: the default.")
     scaling: Literal["bm25", "log", "none"] | None = None

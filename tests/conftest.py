@@ -26,7 +26,12 @@ from shared.settings import Settings
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 TABLES_TO_CLEAN = (
-    "events", "event_ids", "items", "model_pointer", "model_versions", "training_runs",
+    "events",
+    "event_ids",
+    "items",
+    "model_pointer",
+    "model_versions",
+    "training_runs",
 )
 
 

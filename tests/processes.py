@@ -38,7 +38,11 @@ class Started:
 
 
 def celery_env(
-    *, redis_url: str, database_url: str, key_prefix: str, data_dir: Path,
+    *,
+    redis_url: str,
+    database_url: str,
+    key_prefix: str,
+    data_dir: Path,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of a worker or beat isolated to one Redis key prefix."""
@@ -61,19 +65,32 @@ def start_recsys(args: list[str], env: Mapping[str, str], log_file: Path) -> Sta
     """Start `recsys ARGS...` with stdout and stderr going to log_file."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "wb") as log:
-        process = subprocess.Popen([RECSYS, *args], env=dict(env), stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [RECSYS, *args], env=dict(env), stdout=log, stderr=subprocess.STDOUT
+        )
     return Started(process, log_file)
 
 
 def start_worker(
-    env: Mapping[str, str], log_file: Path, *, concurrency: int = 1,
+    env: Mapping[str, str],
+    log_file: Path,
+    *,
+    concurrency: int = 1,
     queues: str = "training,default",
 ) -> Started:
     """Start `recsys worker` under a node name of its own (returned on the result)."""
     node_name = f"test-{secrets.token_hex(4)}@{socket.gethostname()}"
-    args = ["worker", "--concurrency", str(concurrency), "--queues", queues,
-            "--hostname", node_name, "--loglevel", "info"]
+    args = [
+        "worker",
+        "--concurrency",
+        str(concurrency),
+        "--queues",
+        queues,
+        "--hostname",
+        node_name,
+        "--loglevel",
+        "info",
+    ]
     started = start_recsys(args, env, log_file)
     started.node_name = node_name
     return started
@@ -112,8 +129,9 @@ def stop(started: Started, *, timeout: float = 20.0) -> int:
 
 
 @contextmanager
-def running_worker(app: Any, env: Mapping[str, str], log_file: Path, **options: Any
-                   ) -> Iterator[Started]:
+def running_worker(
+    app: Any, env: Mapping[str, str], log_file: Path, **options: Any
+) -> Iterator[Started]:
     """A ready `recsys worker` for the block, stopped after it."""
     worker = start_worker(env, log_file, **options)
     try:

@@ -16,8 +16,14 @@ def shop_events(config: ShopConfig) -> list[Event]:
     log: EventLog = generate_events(config, generate_catalog(config))
     times = log.occurred_at.astype("datetime64[us]").astype(datetime)
     return [
-        Event(str(e), str(u), str(i), str(t), None if np.isnan(v) else float(v),
-              moment.replace(tzinfo=UTC))
+        Event(
+            str(e),
+            str(u),
+            str(i),
+            str(t),
+            None if np.isnan(v) else float(v),
+            moment.replace(tzinfo=UTC),
+        )
         for e, u, i, t, v, moment in zip(
             log.event_ids, log.user_ids, log.item_ids, log.types, log.values, times, strict=True
         )
@@ -35,5 +41,6 @@ def load_shop(database_url: str, config: ShopConfig) -> int:
 
 
 # Enough categories that users' tastes differ: the planted structure a model should find.
-SMALL_SHOP = ShopConfig(n_users=1_500, n_items=600, n_categories=16, n_events=45_000, days=30,
-                        seed=3)
+SMALL_SHOP = ShopConfig(
+    n_users=1_500, n_items=600, n_categories=16, n_events=45_000, days=30, seed=3
+)

@@ -23,8 +23,9 @@ async def readyz(pool: PoolDep) -> Response:
     database_ok = await run_in_threadpool(_database_answers, pool)
     checks = {"database": "ok" if database_ok else "unreachable"}
     status = 200 if database_ok else 503
-    return json_response({"status": "ready" if database_ok else "not_ready", "checks": checks},
-                         status)
+    return json_response(
+        {"status": "ready" if database_ok else "not_ready", "checks": checks}, status
+    )
 
 
 def _database_answers(pool: ConnectionPool) -> bool:

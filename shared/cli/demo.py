@@ -31,8 +31,9 @@ def demo_data(
     """Write a synthetic shop (events.csv.gz, items.csv) that `events import` reads."""
     folder = out or cli_context(ctx).settings.data_dir / "demo"
     end = datetime.now(UTC).replace(second=0, microsecond=0)
-    config = ShopConfig(n_users=users, n_items=items, n_events=events, days=days, seed=seed,
-                        end=end)
+    config = ShopConfig(
+        n_users=users, n_items=items, n_events=events, days=days, seed=seed, end=end
+    )
     paths = write_demo_files(folder, config)
     print_json({name: str(path) for name, path in paths.items()})
 
@@ -55,8 +56,10 @@ def demo(ctx: typer.Context, port: int = typer.Option(8765, help="Port for the d
     finally:
         server.terminate()
         server.wait(timeout=15)
-    typer.echo("\nDone. The database keeps running under "
-               f"{data_dir}/pg; `recsys db stop` stops it, `make demo` runs all this again.")
+    typer.echo(
+        "\nDone. The database keeps running under "
+        f"{data_dir}/pg; `recsys db stop` stops it, `make demo` runs all this again."
+    )
 
 
 def _banner(text: str) -> None:
@@ -95,13 +98,21 @@ def _show_requests(client: httpx.Client) -> None:
     now = datetime.now(UTC).replace(microsecond=0).isoformat()
     _show(client, "GET", "/readyz")
     events = [
-        {"event_id": "demo-1", "user_id": "u-000001", "item_id": "sku-000002", "type": "view",
-         "occurred_at": now},
-        {"event_id": "demo-2", "user_id": "u-000001", "item_id": "sku-000002",
-         "type": "purchase"},
+        {
+            "event_id": "demo-1",
+            "user_id": "u-000001",
+            "item_id": "sku-000002",
+            "type": "view",
+            "occurred_at": now,
+        },
+        {"event_id": "demo-2", "user_id": "u-000001", "item_id": "sku-000002", "type": "purchase"},
         {"user_id": "u-000001", "item_id": "sku-000002", "type": "rating", "value": 9},
     ]
     _show(client, "POST", "/v1/events", events)
     _show(client, "POST", "/v1/events", events[:2])  # the same ids again: duplicates
-    _show(client, "PUT", "/v1/items",
-          [{"item_id": "sku-999999", "category": "cat-01", "attributes": {"brand": "demo"}}])
+    _show(
+        client,
+        "PUT",
+        "/v1/items",
+        [{"item_id": "sku-999999", "category": "cat-01", "attributes": {"brand": "demo"}}],
+    )

@@ -27,9 +27,16 @@ def _show(info: Any, as_json: bool) -> None:
     if info is None:
         typer.echo("no retrain schedule (set one with `recsys schedule set --cron EXPR`)")
         return
-    print_fields([("cron", info.cron), ("time zone", info.timezone),
-                  ("enabled", info.enabled), ("next run", info.next_run_at),
-                  ("last run", info.last_run_at), ("runs so far", info.total_run_count)])
+    print_fields(
+        [
+            ("cron", info.cron),
+            ("time zone", info.timezone),
+            ("enabled", info.enabled),
+            ("next run", info.next_run_at),
+            ("last run", info.last_run_at),
+            ("runs so far", info.total_run_count),
+        ]
+    )
 
 
 @app.command("show")

@@ -79,8 +79,9 @@ def _phase_printer(quiet: bool) -> Any:
             return
         if done:
             last = done[-1]
-            typer.echo(f"  {last.phase:<10} {last.wall_seconds:7.2f} s wall "
-                       f"{last.cpu_seconds:7.2f} s CPU")
+            typer.echo(
+                f"  {last.phase:<10} {last.wall_seconds:7.2f} s wall {last.cpu_seconds:7.2f} s CPU"
+            )
         if phase != "done":
             typer.echo(f"> {phase}")
 
@@ -96,8 +97,10 @@ def _follow(conn: psycopg.Connection, run_id: uuid.UUID, *, quiet: bool) -> None
         assert run is not None
         for done in run.phases[shown:]:
             if not quiet:
-                typer.echo(f"  {done['phase']:<10} {done['wall_seconds']:7.2f} s wall "
-                           f"{done['cpu_seconds']:7.2f} s CPU")
+                typer.echo(
+                    f"  {done['phase']:<10} {done['wall_seconds']:7.2f} s wall "
+                    f"{done['cpu_seconds']:7.2f} s CPU"
+                )
         shown = len(run.phases)
         if run.phase != phase and run.phase not in (None, "done") and not quiet:
             typer.echo(f"> {run.phase}")
@@ -108,8 +111,9 @@ def _follow(conn: psycopg.Connection, run_id: uuid.UUID, *, quiet: bool) -> None
 
 
 def _print_outcome(run: registry.Run) -> None:
-    typer.echo(f"run {run.run_id}: {run.status}"
-               + (f" ({run.model_version})" if run.model_version else ""))
+    typer.echo(
+        f"run {run.run_id}: {run.status}" + (f" ({run.model_version})" if run.model_version else "")
+    )
     if run.reason:
         typer.echo(f"  {run.reason}")
     if run.error:
@@ -117,8 +121,9 @@ def _print_outcome(run: registry.Run) -> None:
 
 
 @runs_app.command("list")
-def runs_list(ctx: typer.Context, limit: int = typer.Option(20, min=1), as_json: bool = JSON
-              ) -> None:
+def runs_list(
+    ctx: typer.Context, limit: int = typer.Option(20, min=1), as_json: bool = JSON
+) -> None:
     """The latest retrain runs."""
     with psycopg.connect(cli_context(ctx).database_url()) as conn:
         runs = registry.list_runs(conn, limit=limit)
@@ -127,8 +132,18 @@ def runs_list(ctx: typer.Context, limit: int = typer.Option(20, min=1), as_json:
         return
     print_table(
         ["run", "status", "trigger", "requested", "phase", "version", "reason"],
-        [[str(r.run_id)[:8], r.status, r.trigger, r.requested_at, r.phase, r.model_version,
-          (r.reason or r.error or "")[:60]] for r in runs],
+        [
+            [
+                str(r.run_id)[:8],
+                r.status,
+                r.trigger,
+                r.requested_at,
+                r.phase,
+                r.model_version,
+                (r.reason or r.error or "")[:60],
+            ]
+            for r in runs
+        ],
     )
 
 
@@ -140,22 +155,42 @@ def runs_show(ctx: typer.Context, run: str, as_json: bool = JSON) -> None:
     if as_json:
         print_json(found)
         return
-    print_fields([
-        ("run", found.run_id), ("status", found.status), ("trigger", found.trigger),
-        ("requested", found.requested_at), ("started", found.started_at),
-        ("finished", found.finished_at), ("version", found.model_version),
-        ("reason", found.reason), ("error", found.error), ("host", found.host),
-    ])
-    print_table(["phase", "wall s", "cpu s", "peak rss MB", "energy J", "source"], [
-        [p["phase"], p["wall_seconds"], p["cpu_seconds"], p["peak_rss_bytes"] / 1e6,
-         p["energy_joules"], p["energy_source"]] for p in found.phases
-    ])
+    print_fields(
+        [
+            ("run", found.run_id),
+            ("status", found.status),
+            ("trigger", found.trigger),
+            ("requested", found.requested_at),
+            ("started", found.started_at),
+            ("finished", found.finished_at),
+            ("version", found.model_version),
+            ("reason", found.reason),
+            ("error", found.error),
+            ("host", found.host),
+        ]
+    )
+    print_table(
+        ["phase", "wall s", "cpu s", "peak rss MB", "energy J", "source"],
+        [
+            [
+                p["phase"],
+                p["wall_seconds"],
+                p["cpu_seconds"],
+                p["peak_rss_bytes"] / 1e6,
+                p["energy_joules"],
+                p["energy_source"],
+            ]
+            for p in found.phases
+        ],
+    )
     for name in ("candidate", "popularity", "live"):
         if name in found.metrics:
             m = found.metrics[name]
-            typer.echo(f"{name:<10} ndcg@{m['k']} {m['ndcg']:.4f}  precision {m['precision']:.4f}"
-                       f"  recall {m['recall']:.4f}  map {m['map']:.4f}  coverage "
-                       f"{m['coverage']:.3f}")
+            typer.echo(
+                f"{name:<10} ndcg@{m['k']} {m['ndcg']:.4f}  precision {m['precision']:.4f}"
+                f"  recall {m['recall']:.4f}  map {m['map']:.4f}  coverage "
+                f"{m['coverage']:.3f}"
+            )
 
 
 def _find_run(conn: psycopg.Connection, text: str) -> registry.Run:
@@ -170,8 +205,9 @@ def _find_run(conn: psycopg.Connection, text: str) -> registry.Run:
 
 
 @models_app.command("list")
-def models_list(ctx: typer.Context, limit: int = typer.Option(20, min=1), as_json: bool = JSON
-                ) -> None:
+def models_list(
+    ctx: typer.Context, limit: int = typer.Option(20, min=1), as_json: bool = JSON
+) -> None:
     """Model versions, newest first; `*` marks the live one."""
     with psycopg.connect(cli_context(ctx).database_url()) as conn:
         versions = registry.list_versions(conn, limit=limit)
@@ -180,9 +216,19 @@ def models_list(ctx: typer.Context, limit: int = typer.Option(20, min=1), as_jso
         return
     print_table(
         ["", "version", "status", "created", "algorithm", "ndcg", "popularity", "reason"],
-        [["*" if v.promoted else "", v.version, v.status, v.created_at, v.algorithm,
-          v.metrics.get("candidate", {}).get("ndcg"), v.metrics.get("popularity", {}).get("ndcg"),
-          v.reason[:50]] for v in versions],
+        [
+            [
+                "*" if v.promoted else "",
+                v.version,
+                v.status,
+                v.created_at,
+                v.algorithm,
+                v.metrics.get("candidate", {}).get("ndcg"),
+                v.metrics.get("popularity", {}).get("ndcg"),
+                v.reason[:50],
+            ]
+            for v in versions
+        ],
     )
 
 
@@ -196,12 +242,21 @@ def models_show(ctx: typer.Context, version: str, as_json: bool = JSON) -> None:
     if as_json:
         print_json(found)
         return
-    print_fields([
-        ("version", found.version), ("live", found.promoted), ("status", found.status),
-        ("reason", found.reason), ("created", found.created_at), ("algorithm", found.algorithm),
-        ("params", found.params), ("data", found.data), ("artifact", found.artifact_path),
-        ("artifact bytes", found.artifact_bytes), ("files deleted", found.files_deleted_at),
-    ])
+    print_fields(
+        [
+            ("version", found.version),
+            ("live", found.promoted),
+            ("status", found.status),
+            ("reason", found.reason),
+            ("created", found.created_at),
+            ("algorithm", found.algorithm),
+            ("params", found.params),
+            ("data", found.data),
+            ("artifact", found.artifact_path),
+            ("artifact bytes", found.artifact_bytes),
+            ("files deleted", found.files_deleted_at),
+        ]
+    )
 
 
 @models_app.command("promote")

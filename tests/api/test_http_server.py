@@ -19,8 +19,9 @@ def test_events_posted_over_http_to_two_workers_are_stored_once(clean_database: 
     ]
     with running_api(clean_database, workers=2) as base, httpx.Client(base_url=base) as client:
         assert client.get("/readyz").json()["status"] == "ready"
-        answers = [client.post("/v1/events", json=events[n : n + 100]).json()
-                   for n in range(0, 500, 100)]
+        answers = [
+            client.post("/v1/events", json=events[n : n + 100]).json() for n in range(0, 500, 100)
+        ]
         resent = client.post("/v1/events", json=events[:250]).json()
     assert sum(a["accepted"] for a in answers) == 500
     assert resent == {"accepted": 0, "duplicates": 250, "rejected": []}

@@ -133,8 +133,9 @@ def test_items_are_upserted(client: TestClient, settings: Settings) -> None:
     assert first.status_code == 200
     assert first.json()["upserted"] == 2
     assert [r["index"] for r in first.json()["rejected"]] == [2]
-    second = client.put("/v1/items", json=[{"item_id": "sku-1", "category": "boots",
-                                            "available": False}])
+    second = client.put(
+        "/v1/items", json=[{"item_id": "sku-1", "category": "boots", "available": False}]
+    )
     assert second.json() == {"upserted": 1, "rejected": []}
     with psycopg.connect(settings.require_database_url()) as conn:
         rows = conn.execute(

@@ -47,26 +47,32 @@ def key_prefix(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def env(redis_url: str, database_url: str, key_prefix: str,
-        tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def env(
+    redis_url: str, database_url: str, key_prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     data_dir = tmp_path_factory.mktemp("celery") / "var"
-    return celery_env(redis_url=redis_url, database_url=database_url, key_prefix=key_prefix,
-                      data_dir=data_dir, extra={"RECSYS_BEAT_MAX_LOOP_INTERVAL": "0.5"})
+    return celery_env(
+        redis_url=redis_url,
+        database_url=database_url,
+        key_prefix=key_prefix,
+        data_dir=data_dir,
+        extra={"RECSYS_BEAT_MAX_LOOP_INTERVAL": "0.5"},
+    )
 
 
 @pytest.fixture(scope="module")
 def client(redis_url: str, database_url: str, key_prefix: str) -> Iterator[Celery]:
     """The sending side: an app built from the same settings the worker reads."""
-    settings = Settings(redis_url=redis_url, database_url=database_url,
-                        redis_key_prefix=key_prefix)
+    settings = Settings(redis_url=redis_url, database_url=database_url, redis_key_prefix=key_prefix)
     app = create_celery_app(settings)
     yield app
     app.close()
 
 
 @pytest.fixture(scope="module")
-def worker(client: Celery, env: dict[str, str],
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
+def worker(
+    client: Celery, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Started]:
     log_file = tmp_path_factory.mktemp("logs") / "worker.log"
     with running_worker(client, env, log_file) as started:
         yield started
@@ -90,12 +96,20 @@ def test_pool_process_opened_its_own_database_pool_after_fork(
     assert answer["database"] == {"pool_pid": answer["pid"], "select_one": 1}
 
 
-def test_celery_cli_finds_the_app_through_worker_main(env: dict[str, str], worker: Started
-                                                      ) -> None:
+def test_celery_cli_finds_the_app_through_worker_main(env: dict[str, str], worker: Started) -> None:
     """The worker healthcheck of docker-compose.yml: `celery -A offline.worker_main` pings."""
     celery = str(Path(sys.executable).parent / "celery")
-    command = [celery, "-A", "offline.worker_main", "inspect", "ping",
-               "--destination", str(worker.node_name), "--timeout", "5"]
+    command = [
+        celery,
+        "-A",
+        "offline.worker_main",
+        "inspect",
+        "ping",
+        "--destination",
+        str(worker.node_name),
+        "--timeout",
+        "5",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "pong" in done.stdout
@@ -107,8 +121,13 @@ def test_beat_sends_an_entry_added_to_redis_while_it_runs(
     beat = start_recsys(["beat", "--loglevel", "info"], env, tmp_path / "beat.log")
     try:
         wait_for_log(beat, "beat: Acquired lock")
-        entry = RedBeatSchedulerEntry("test-ping", PING, schedule(1), app=client,
-                                      options={"ignore_result": True, "expires": 30})
+        entry = RedBeatSchedulerEntry(
+            "test-ping",
+            PING,
+            schedule(1),
+            app=client,
+            options={"ignore_result": True, "expires": 30},
+        )
         entry.save()
         _wait_until_sent(client, entry.key, beat=beat)
         entry.delete()
@@ -116,8 +135,9 @@ def test_beat_sends_an_entry_added_to_redis_while_it_runs(
         assert stop(beat) == 0, beat.log()
 
 
-def test_worker_shuts_down_cleanly_on_sigterm(client: Celery, env: dict[str, str],
-                                              tmp_path: Path) -> None:
+def test_worker_shuts_down_cleanly_on_sigterm(
+    client: Celery, env: dict[str, str], tmp_path: Path
+) -> None:
     worker = start_worker(env, tmp_path / "worker.log")
     wait_until_ready(client, worker)
     assert stop(worker) == 0, worker.log()
@@ -127,10 +147,17 @@ def test_worker_shuts_down_cleanly_on_sigterm(client: Celery, env: dict[str, str
 def test_embedded_redis_outlives_the_process_that_started_it(tmp_path: Path) -> None:
     """The newcomer's default: `recsys worker` and later commands share one redis-server."""
     data_dir = tmp_path / "var"
-    script = ("import pathlib, sys; from shared.embedded import embedded_redis_url; "
-              "print(embedded_redis_url(pathlib.Path(sys.argv[1])))")
-    done = subprocess.run([sys.executable, "-c", script, str(data_dir)],
-                          capture_output=True, text=True, timeout=30, check=True)
+    script = (
+        "import pathlib, sys; from shared.embedded import embedded_redis_url; "
+        "print(embedded_redis_url(pathlib.Path(sys.argv[1])))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     url = done.stdout.strip()
     try:
         assert embedded_redis_url(data_dir) == url

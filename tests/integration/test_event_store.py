@@ -19,7 +19,9 @@ def event(n: int, *, event_id: str | None = "auto", when: datetime = NOW) -> Eve
 
 
 def test_writes_every_column(conn: psycopg.Connection) -> None:
-    written = Event("abc", "user-1", "item-9", "rating", 4.5, datetime(2025, 2, 3, 4, 5, tzinfo=UTC))
+    written = Event(
+        "abc", "user-1", "item-9", "rating", 4.5, datetime(2025, 2, 3, 4, 5, tzinfo=UTC)
+    )
     EventWriter().write(conn, [written])
     row = conn.execute(
         "SELECT event_id, user_id, item_id, type::text, value, occurred_at, received_at FROM events"
@@ -64,7 +66,7 @@ def test_old_and_future_months_get_their_own_partitions(conn: psycopg.Connection
     EventWriter().write(conn, [event(1, when=old), event(2, when=future), event(3)])
     partitions = existing_partitions(conn)
     assert {"events_p201503", "events_p203101"} <= partitions
-    placed = dict(
+    placed: dict[str, str] = dict(
         conn.execute("SELECT event_id, tableoid::regclass::text FROM events").fetchall()
     )
     assert placed["e1"] == "events_p201503"

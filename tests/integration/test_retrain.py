@@ -51,11 +51,17 @@ def key_prefix(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def settings(shop_database: str, redis_url: str, key_prefix: str,
-             tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def settings(
+    shop_database: str, redis_url: str, key_prefix: str, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     root = tmp_path_factory.mktemp("retrain")
-    return Settings(database_url=shop_database, redis_url=redis_url, redis_key_prefix=key_prefix,
-                    data_dir=root / "var", artifact_dir=root / "artifacts")
+    return Settings(
+        database_url=shop_database,
+        redis_url=redis_url,
+        redis_key_prefix=key_prefix,
+        data_dir=root / "var",
+        artifact_dir=root / "artifacts",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +72,18 @@ def client(settings: Settings) -> Iterator[Celery]:
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
-    assert settings.redis_url and settings.database_url
+    assert settings.redis_url
+    assert settings.database_url
     return celery_env(
-        redis_url=settings.redis_url, database_url=settings.database_url,
-        key_prefix=settings.redis_key_prefix, data_dir=settings.data_dir,
-        extra={"RECSYS_ARTIFACT_DIR": str(settings.artifact_dir),
-               "RECSYS_BEAT_MAX_LOOP_INTERVAL": "1", **extra},
+        redis_url=settings.redis_url,
+        database_url=settings.database_url,
+        key_prefix=settings.redis_key_prefix,
+        data_dir=settings.data_dir,
+        extra={
+            "RECSYS_ARTIFACT_DIR": str(settings.artifact_dir),
+            "RECSYS_BEAT_MAX_LOOP_INTERVAL": "1",
+            **extra,
+        },
     )
 
 
@@ -84,8 +96,14 @@ def trigger(settings: Settings, client: Celery, *, force: bool = False) -> uuid.
     return answer.run_id
 
 
-def wait_for_run(settings: Settings, run_id: uuid.UUID, *, statuses: set[str] = FINISHED,
-                 phase: str | None = None, timeout: float = 120) -> registry.Run:
+def wait_for_run(
+    settings: Settings,
+    run_id: uuid.UUID,
+    *,
+    statuses: set[str] = FINISHED,
+    phase: str | None = None,
+    timeout: float = 120,
+) -> registry.Run:
     deadline = time.monotonic() + timeout
     with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
         while time.monotonic() < deadline:
@@ -109,14 +127,21 @@ def test_a_retrain_through_the_broker_promotes_a_version_that_beats_popularity(
         run = wait_for_run(settings, trigger(settings, client, force=True))
     assert run.status == "promoted", run
     version = live(settings)
-    assert version is not None and version.version == run.model_version
+    assert version is not None
+    assert version.version == run.model_version
     loaded = artifacts.read_version(Path(version.artifact_path))  # checksums verified
     assert loaded.arrays["item_factors"].shape[0] == len(loaded.arrays["item_ids"])
     assert loaded.arrays["user_factors"].shape[0] == len(loaded.arrays["user_ids"])
     metrics = run.metrics
     assert metrics["candidate"]["ndcg"] > metrics["popularity"]["ndcg"]
     assert [p["phase"] for p in run.phases] == [
-        "load", "build", "fit", "evaluate", "final_fit", "export"]
+        "load",
+        "build",
+        "fit",
+        "evaluate",
+        "final_fit",
+        "export",
+    ]
 
 
 def test_no_new_event_means_the_next_retrain_is_skipped(settings: Settings) -> None:
@@ -136,10 +161,14 @@ def test_a_weak_configuration_is_rejected_by_the_gate(settings: Settings) -> Non
     assert outcome.status == "rejected"
     assert "popularity" in (outcome.reason or "") or "worse than live" in (outcome.reason or "")
     after = live(settings)
-    assert after is not None and before is not None and after.version == before.version
+    assert after is not None
+    assert before is not None
+    assert after.version == before.version
     with psycopg.connect(settings.require_database_url()) as conn:
         rejected = registry.get_version(conn, outcome.version or "")
-    assert rejected is not None and rejected.status == "rejected" and not rejected.promoted
+    assert rejected is not None
+    assert rejected.status == "rejected"
+    assert not rejected.promoted
 
 
 def test_two_simultaneous_triggers_give_one_run(settings: Settings) -> None:
@@ -186,26 +215,30 @@ def test_a_worker_killed_mid_fit_leaves_a_failed_run_and_the_live_version(
             request_retrain(conn, settings, trigger="test", force=False)
             assert time.monotonic() < deadline, "the killed run was never marked failed"
             time.sleep(0.5)
-        assert run is not None and run.status == "failed"
+        assert run is not None
+        assert run.status == "failed"
         assert "worker" in (run.error or "")
         queued = registry.active_run(conn)
         if queued is not None:
             registry.finish_run(conn, queued.run_id, status="skipped", reason="test cleanup")
     after = live(settings)
-    assert after is not None and after.version == before.version
+    assert after is not None
+    assert after.version == before.version
     assert artifacts.list_versions(settings.artifact_dir) == versions_before
     assert not [p for p in settings.artifact_dir.iterdir() if p.name.startswith(".tmp-")]
 
 
-def test_a_schedule_set_through_the_cli_fires(settings: Settings, client: Celery,
-                                              tmp_path: Path) -> None:
+def test_a_schedule_set_through_the_cli_fires(
+    settings: Settings, client: Celery, tmp_path: Path
+) -> None:
     env = worker_env(settings)
     with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
         newest = registry.list_runs(conn, limit=1)
         seen = {r.run_id for r in registry.list_runs(conn, limit=100)}
     assert newest
-    set_schedule = start_recsys(["schedule", "set", "--cron", "* * * * *", "--json"], env,
-                                tmp_path / "schedule.log")
+    set_schedule = start_recsys(
+        ["schedule", "set", "--cron", "* * * * *", "--json"], env, tmp_path / "schedule.log"
+    )
     assert set_schedule.process.wait(timeout=30) == 0, set_schedule.log()
     beat = start_recsys(["beat", "--loglevel", "info"], env, tmp_path / "beat.log")
     try:
@@ -218,8 +251,9 @@ def test_a_schedule_set_through_the_cli_fires(settings: Settings, client: Celery
     assert finished.status in {"skipped", "promoted", "rejected"}
 
 
-def _wait_for_new_run(settings: Settings, seen: set[uuid.UUID], *, trigger: str,
-                      timeout: float) -> registry.Run:
+def _wait_for_new_run(
+    settings: Settings, seen: set[uuid.UUID], *, trigger: str, timeout: float
+) -> registry.Run:
     deadline = time.monotonic() + timeout
     with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
         while time.monotonic() < deadline:

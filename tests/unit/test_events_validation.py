@@ -51,7 +51,8 @@ def test_unknown_type_is_rejected_and_named() -> None:
     valid, rejected = check([{**GOOD, "type": "like"}])
     assert valid == 0
     assert rejected[0][0] == 0
-    assert rejected[0][1].startswith("type:") and "view" in rejected[0][1]
+    assert rejected[0][1].startswith("type:")
+    assert "view" in rejected[0][1]
 
 
 @pytest.mark.parametrize("field", ["user_id", "item_id"])
@@ -72,7 +73,8 @@ def test_ids_are_non_empty_strings_of_at_most_256_characters(field: str) -> None
 def test_event_id_is_optional_but_bounded() -> None:
     valid, rejected = check([{**GOOD, "event_id": "e" * 256}, {**GOOD, "event_id": "e" * 257}])
     assert valid == 1
-    assert rejected[0][0] == 1 and rejected[0][1].startswith("event_id:")
+    assert rejected[0][0] == 1
+    assert rejected[0][1].startswith("event_id:")
 
 
 def test_unknown_fields_are_rejected() -> None:
@@ -101,7 +103,8 @@ def test_occurred_at_at_most_five_minutes_ahead() -> None:
     ]
     valid, rejected = check(events)
     assert valid == 1
-    assert rejected[0][0] == 1 and "future" in rejected[0][1]
+    assert rejected[0][0] == 1
+    assert "future" in rejected[0][1]
 
 
 def test_occurred_at_defaults_to_now() -> None:
@@ -112,7 +115,8 @@ def test_occurred_at_defaults_to_now() -> None:
 def test_value_must_be_a_number() -> None:
     valid, rejected = check([{**GOOD, "value": "3"}, {**GOOD, "value": 2}])
     assert valid == 1
-    assert rejected[0][0] == 0 and rejected[0][1].startswith("value:")
+    assert rejected[0][0] == 0
+    assert rejected[0][1].startswith("value:")
 
 
 def test_a_non_object_item_is_rejected_not_fatal() -> None:
@@ -135,9 +139,15 @@ def test_malformed_bodies_raise(body: bytes) -> None:
 
 def test_import_rows_convert_strings() -> None:
     event = validate_fields(
-        {"user_id": "u", "item_id": "i", "type": "rating", "value": "4.5",
-         "occurred_at": "2024-03-01T00:00:00+00:00"},
-        rules=RULES, now=NOW,
+        {
+            "user_id": "u",
+            "item_id": "i",
+            "type": "rating",
+            "value": "4.5",
+            "occurred_at": "2024-03-01T00:00:00+00:00",
+        },
+        rules=RULES,
+        now=NOW,
     )
     assert event.value == 4.5
     assert event.occurred_at == datetime(2024, 3, 1, tzinfo=UTC)
