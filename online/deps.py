@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from celery import Celery
 from fastapi import Depends, Request
 from psycopg_pool import ConnectionPool
 
+from offline.celery_app import create_celery_app
+from online.errors import BrokerUnavailable
 from shared.event_store import EventWriter
 from shared.events import EventRules
 from shared.settings import Settings
@@ -32,7 +35,23 @@ def _rules(request: Request) -> EventRules:
     return rules
 
 
+async def _celery(request: Request) -> Celery:
+    """The process's Celery client, built on first use: only admin calls need the broker.
+
+    Async on purpose: it runs on the event loop, so two first calls cannot build two apps.
+    """
+    state = request.app.state
+    if getattr(state, "celery", None) is None:
+        settings: Settings = state.settings
+        if not settings.redis_url:
+            raise BrokerUnavailable("RECSYS_REDIS_URL is not set for this API process")
+        state.celery = create_celery_app(settings)
+    celery: Celery = state.celery
+    return celery
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 PoolDep = Annotated[ConnectionPool, Depends(_pool)]
 EventWriterDep = Annotated[EventWriter, Depends(_writer)]
 EventRulesDep = Annotated[EventRules, Depends(_rules)]
+CeleryDep = Annotated[Celery, Depends(_celery)]

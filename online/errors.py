@@ -6,12 +6,15 @@ import logging
 
 import orjson
 import psycopg
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from psycopg_pool import PoolTimeout
 
+from offline.schedule import ScheduleError
 from shared.events import MalformedBody
+from shared.registry import RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,14 @@ class NothingValid(ValueError):
     def __init__(self, answer: dict[str, object]) -> None:
         super().__init__("no valid item in the batch")
         self.answer = answer
+
+
+class NotFound(LookupError):
+    """The run, model version or schedule a request names does not exist."""
+
+
+class BrokerUnavailable(RuntimeError):
+    """Redis (Celery's broker, RedBeat's store) is unreachable or not configured here."""
 
 
 def json_response(
@@ -59,6 +70,28 @@ def install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         return json_response({"error": "invalid_request", "detail": errors}, 422)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> Response:
+        return json_response({"error": "not_found", "detail": str(exc)}, 404)
+
+    @app.exception_handler(RegistryError)
+    async def _registry_conflict(_: Request, exc: RegistryError) -> Response:
+        return json_response({"error": "conflict", "detail": str(exc)}, 409)
+
+    @app.exception_handler(ScheduleError)
+    async def _bad_schedule(_: Request, exc: ScheduleError) -> Response:
+        return json_response({"error": "invalid_schedule", "detail": str(exc)}, 422)
+
+    @app.exception_handler(BrokerUnavailable)
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def _broker_down(_: Request, exc: Exception) -> Response:
+        log.error("broker unavailable: %s", exc)
+        detail = str(exc) if isinstance(exc, BrokerUnavailable) else "Redis is unreachable; retry"
+        return json_response(
+            {"error": "broker_unavailable", "detail": detail}, 503, headers={"Retry-After": "5"}
+        )
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(psycopg.OperationalError)

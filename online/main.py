@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from online.errors import install_error_handlers
-from online.routes import events, health, items
+from online.routes import admin, events, health, items
 from shared.db import create_pool
 from shared.event_store import EventWriter
 from shared.events import EventRules
@@ -27,9 +27,12 @@ def create_app(settings: Settings) -> FastAPI:
         )
         pool.open(wait=False)
         app.state.pool = pool
+        app.state.celery = None  # built on the first admin call that needs it (online.deps)
         try:
             yield
         finally:
+            if app.state.celery is not None:
+                app.state.celery.close()
             pool.close()
 
     app = FastAPI(
@@ -45,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(events.router)
     app.include_router(items.router)
+    app.include_router(admin.router)
     return app
 
 

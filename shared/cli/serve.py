@@ -18,7 +18,8 @@ def serve(
     import uvicorn
 
     context = cli_context(ctx)
-    context.database_url()  # resolved and exported before workers start
+    context.database_url()  # both resolved and exported before workers start
+    context.redis_url()
     settings = context.settings
     uvicorn.run(
         "online.main:app_from_env",
