@@ -17,14 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import httpx
-import numpy as np
 import orjson
 import psycopg
 
 from bench.common import median, percentile, scratch_database
 from shared.event_store import EventWriter
 from shared.events import Event
-from shared.synthetic import ShopConfig, generate_catalog, generate_events
+from shared.synthetic import ShopConfig, as_events, generate_catalog, generate_events
 from tests.servers import running_api
 
 COPY_SQL = (
@@ -41,22 +40,7 @@ def synthetic_events(count: int) -> list[Event]:
         seed=7,
         end=datetime.now(UTC).replace(microsecond=0),
     )
-    log = generate_events(config, generate_catalog(config))
-    times = log.occurred_at.astype("datetime64[us]").astype(datetime)
-    events = [
-        Event(
-            str(e),
-            str(u),
-            str(i),
-            str(t),
-            None if np.isnan(v) else float(v),
-            moment.replace(tzinfo=UTC),
-        )
-        for e, u, i, t, v, moment in zip(
-            log.event_ids, log.user_ids, log.item_ids, log.types, log.values, times, strict=True
-        )
-    ]
-    return events[:count]
+    return as_events(generate_events(config, generate_catalog(config)))[:count]
 
 
 def json_batches(events: list[Event], size: int) -> list[bytes]:

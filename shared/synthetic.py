@@ -20,11 +20,14 @@ from typing import IO
 import numpy as np
 import numpy.typing as npt
 
+from shared.events import Event
+
 __all__ = [
     "EVENT_TYPES",
     "Catalog",
     "EventLog",
     "ShopConfig",
+    "as_events",
     "generate_catalog",
     "generate_events",
     "write_catalog_csv",
@@ -454,6 +457,24 @@ def write_catalog_csv(path: Path, catalog: Catalog) -> int:
         writer.writerow(("item_id", "category", "available"))
         writer.writerows(zip(ids, cats, flags, strict=True))
     return len(ids)
+
+
+def as_events(log: EventLog) -> list[Event]:
+    """The log as validated `Event` tuples, ready for `EventWriter.write` (tests, benchmarks)."""
+    times = log.occurred_at.astype("datetime64[us]").astype(datetime)
+    return [
+        Event(
+            str(e),
+            str(u),
+            str(i),
+            str(t),
+            None if np.isnan(v) else float(v),
+            moment.replace(tzinfo=UTC),
+        )
+        for e, u, i, t, v, moment in zip(
+            log.event_ids, log.user_ids, log.item_ids, log.types, log.values, times, strict=True
+        )
+    ]
 
 
 def write_demo_files(out_dir: Path, config: ShopConfig) -> dict[str, Path]:

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-import numpy as np
 import psycopg
 
 from shared.event_store import EventWriter
 from shared.events import Event
-from shared.synthetic import EventLog, ShopConfig, generate_catalog, generate_events
+from shared.synthetic import ShopConfig, as_events, generate_catalog, generate_events
 
 
 def shop_events(config: ShopConfig) -> list[Event]:
-    log: EventLog = generate_events(config, generate_catalog(config))
-    times = log.occurred_at.astype("datetime64[us]").astype(datetime)
-    return [
-        Event(
-            str(e),
-            str(u),
-            str(i),
-            str(t),
-            None if np.isnan(v) else float(v),
-            moment.replace(tzinfo=UTC),
-        )
-        for e, u, i, t, v, moment in zip(
-            log.event_ids, log.user_ids, log.item_ids, log.types, log.values, times, strict=True
-        )
-    ]
+    return as_events(generate_events(config, generate_catalog(config)))
 
 
 def load_shop(database_url: str, config: ShopConfig) -> int:
