@@ -1,0 +1,416 @@
+"""An immutable recommender over one published model version: recommend, similar, popular.
+
+Built once per promoted version (the reloader swaps the reference) and doing no I/O after
+`load`. The version's arrays stay memory-mapped read-only, shared by every API process
+through the page cache; each process adds only Y^T Y (f x f), one norm and a few int rows per
+item (popularity order, catalogue scopes), and nothing per user.
+
+Ranking: exact dot products of the user's vector with every item factor, banned items masked,
+argpartition for the top n. The model's part of a list stops where its evidence does (ALS:
+score <= 0, a predicted preference no better than an untouched item's; similar(): cosine
+<= 0); the rest comes from the most popular eligible items, so a list has exactly n items
+whenever n eligible ones exist. The last `filled_from_popular` items of a list are ranked by
+popularity and their score is their popularity (users in the training window).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from offline.dataset import TYPE_CODES, ConfidenceSettings
+from offline.training import ModelParams
+from online.foldin import event_raw_confidence, fold_in_events, seen_raw_confidence
+from online.scoring import (
+    CatalogView,
+    ModelArrays,
+    Scope,
+    catalog_view,
+    cosine_scores,
+    first_allowed,
+    rank_scored,
+    score_items,
+)
+from shared.artifacts import ArtifactManifest, CorruptArtifact, read_version
+
+__all__ = [
+    "SOURCES",
+    "CatalogSnapshot",
+    "RankedList",
+    "RecentEvent",
+    "Recommender",
+    "UnknownItem",
+]
+
+SOURCES = ("model", "realtime", "popular")
+_SCORE_BUDGET = 1 << 22  # floats of scores per batch chunk (16 MiB)
+_NO_ITEMS = np.empty(0, dtype=np.int64)
+
+
+class UnknownItem(LookupError):
+    """The item is not in this model version (new, or outside the training window)."""
+
+
+@dataclass(frozen=True)
+class RecentEvent:
+    """An event newer than the model (or of a user it does not know), for fold-in."""
+
+    item_id: str
+    type: str
+    value: float | None = None
+    occurred_at: float = 0.0  # epoch seconds
+
+    def __post_init__(self) -> None:
+        """Refuse a type the confidence settings cannot weigh."""
+        if self.type not in TYPE_CODES:
+            raise ValueError(f"unknown event type {self.type!r}")
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    """The shop's catalogue at one moment, in any order: id -> category ("" = none), available."""
+
+    item_ids: np.ndarray
+    categories: np.ndarray
+    available: np.ndarray
+
+    def __post_init__(self) -> None:
+        """Refuse columns of different lengths."""
+        if not len(self.item_ids) == len(self.categories) == len(self.available):
+            raise ValueError("CatalogSnapshot columns must all have the same length")
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[str, str | None, bool]]) -> CatalogSnapshot:
+        """From (item_id, category or None, available) rows, e.g. the items table."""
+        ids, categories, available = [], [], []
+        for item_id, category, is_available in rows:
+            ids.append(item_id)
+            categories.append(category or "")
+            available.append(bool(is_available))
+        return cls(
+            np.array(ids, dtype=str), np.array(categories, dtype=str), np.array(available, bool)
+        )
+
+
+@dataclass(frozen=True)
+class RankedList:
+    """One answer: item ids best first, their scores, and where the ranking came from."""
+
+    item_ids: list[str]
+    scores: list[float]
+    source: str  # "model" | "realtime" | "popular"
+    filled_from_popular: int = 0  # trailing items ranked by popularity (all, for "popular")
+
+
+@dataclass(frozen=True)
+class _Query:
+    """One resolved request: the vector to score with (None: popularity) and what to ban."""
+
+    vector: np.ndarray | None
+    banned: np.ndarray  # item rows never to return
+    source: str
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Recommender:
+    """Immutable: answers from one model version; `with_catalog` makes a new one cheaply."""
+
+    version: str
+    manifest: ArtifactManifest
+    created_at: datetime
+    params: ModelParams
+    confidence: ConfidenceSettings
+    trained_until: float  # epoch s: events after this are news to the model
+    _model: ModelArrays = field(repr=False)
+    _catalog: CatalogView = field(repr=False)
+
+    @classmethod
+    def load(
+        cls, path: Path, *, catalog: CatalogSnapshot | None = None, verify: bool = True
+    ) -> Recommender:
+        """Memory-map and check one version; CorruptArtifact when it cannot be trusted."""
+        loaded = read_version(path, mmap=True, verify=verify)
+        manifest = loaded.manifest
+        try:
+            params = ModelParams.from_dict({**manifest.params, "algorithm": manifest.algorithm})
+            confidence = _confidence_settings(manifest)
+            created_at = datetime.fromisoformat(manifest.created_at)
+            trained_until = _trained_until(manifest, created_at)
+        except (TypeError, ValueError) as exc:
+            raise CorruptArtifact(path, f"manifest settings unusable: {exc}") from exc
+        model = ModelArrays.from_version(loaded, params)
+        empty = CatalogSnapshot(np.array([], str), np.array([], str), np.array([], bool))
+        return cls(
+            version=manifest.version,
+            manifest=manifest,
+            created_at=created_at,
+            params=params,
+            confidence=confidence,
+            trained_until=trained_until,
+            _model=model,
+            _catalog=_align(catalog or empty, model),
+        )
+
+    def with_catalog(self, catalog: CatalogSnapshot) -> Recommender:
+        """The same model with a refreshed catalogue; the factors are not reloaded."""
+        return replace(self, _catalog=_align(catalog, self._model))
+
+    def __repr__(self) -> str:
+        """Version and size, not the arrays."""
+        m = self._model
+        return f"Recommender(version={self.version!r}, users={len(m.users)}, items={len(m.items)})"
+
+    @property
+    def n_users(self) -> int:
+        """Users with a trained vector."""
+        return len(self._model.users)
+
+    @property
+    def n_items(self) -> int:
+        """Items the model can rank."""
+        return len(self._model.items)
+
+    def knows_user(self, user_id: str) -> bool:
+        """Whether the user has a trained vector in this version."""
+        return self._model.users.find_one(user_id) >= 0
+
+    def recommend(
+        self,
+        user_id: str,
+        *,
+        n: int,
+        exclude: Collection[str] = (),
+        category: str | None = None,
+        include_seen: bool = False,
+        recent: Sequence[RecentEvent] = (),
+    ) -> RankedList:
+        """The user's top n; `recent` events newer than the model are folded into their vector."""
+        return self.recommend_many(
+            [user_id],
+            n=n,
+            exclude=exclude,
+            category=category,
+            include_seen=include_seen,
+            recent={user_id: recent},
+        )[0]
+
+    def recommend_many(
+        self,
+        user_ids: Sequence[str],
+        *,
+        n: int,
+        exclude: Collection[str] = (),
+        category: str | None = None,
+        include_seen: bool = False,
+        recent: Mapping[str, Sequence[RecentEvent]] | None = None,
+    ) -> list[RankedList]:
+        """recommend() for each user (same options), scored with one matrix product per chunk."""
+        _check_n(n)
+        excluded = self._rows(exclude)
+        queries = [
+            self._user_query(
+                user, (recent or {}).get(user, ()), excluded=excluded, include_seen=include_seen
+            )
+            for user in user_ids
+        ]
+        return self._rank(queries, scope=self._catalog.scope(category), n=n)
+
+    def similar(
+        self, item_id: str, *, n: int, exclude: Collection[str] = (), category: str | None = None
+    ) -> RankedList:
+        """Items whose factors point the same way (cosine); UnknownItem if the model lacks it."""
+        _check_n(n)
+        row = self._model.items.find_one(item_id)
+        if row < 0:
+            raise UnknownItem(item_id)
+        scope = self._catalog.scope(category)
+        banned = np.union1d(self._rows(exclude), [row])
+        vector = np.array(self._model.item_factors[row], dtype=np.float32)
+        if self._model.foldin.bias_column:
+            vector[-1] = 0.0  # compare BPR items by their factors, not their popularity bias
+        if not self._model.norms[row] > 0:
+            return self._popular_list(scope, banned, n)
+        scores = score_items(vector[None, :], self._model.item_factors, scope)[0]
+        norms = (
+            self._model.norms if scope.candidates is None else self._model.norms[scope.candidates]
+        )
+        cosine_scores(scores, norms, float(self._model.norms[row]))
+        return self._model_list(scores, _Query(vector, banned, "model"), scope, n, floor=0.0)
+
+    def popular(
+        self, *, n: int, exclude: Collection[str] = (), category: str | None = None
+    ) -> RankedList:
+        """The most popular eligible items (users who interacted in the training window)."""
+        _check_n(n)
+        return self._popular_list(self._catalog.scope(category), self._rows(exclude), n)
+
+    # -- resolving a request ------------------------------------------------------------------
+
+    def _rows(self, item_ids: Collection[str]) -> np.ndarray:
+        """Item rows of the ids the model knows (others cannot be recommended anyway)."""
+        if len(item_ids) == 0:
+            return _NO_ITEMS
+        rows = self._model.items.find(item_ids)
+        return np.unique(rows[rows >= 0])
+
+    def user_vector(
+        self, user_id: str, *, recent: Sequence[RecentEvent] = ()
+    ) -> tuple[np.ndarray | None, str]:
+        """The vector recommend() scores the user with, and its source (None for "popular")."""
+        row = self._model.users.find_one(user_id)
+        event_rows = self._model.items.find([e.item_id for e in recent])
+        query = self._vector(row, self._model.seen(row), event_rows, recent)
+        return query.vector, query.source
+
+    def _user_query(
+        self,
+        user_id: str,
+        recent: Sequence[RecentEvent],
+        *,
+        excluded: np.ndarray,
+        include_seen: bool,
+    ) -> _Query:
+        """The user's vector and the items to ban for them: seen, recent and excluded ones."""
+        row = self._model.users.find_one(user_id)
+        seen = self._model.seen(row)
+        event_rows = self._model.items.find([e.item_id for e in recent])
+        query = self._vector(row, seen, event_rows, recent)
+        if not include_seen:
+            touched = np.union1d(seen, event_rows[event_rows >= 0])
+            return replace(query, banned=np.union1d(excluded, touched))
+        return replace(query, banned=excluded)
+
+    def _vector(
+        self, row: int, seen: np.ndarray, event_rows: np.ndarray, recent: Sequence[RecentEvent]
+    ) -> _Query:
+        """Trained vector ("model"), folded in ("realtime") or none ("popular"); nothing banned.
+
+        A trained vector already holds the events up to trained_until, so only newer ones are
+        folded in; an unknown user's events all count (training filters may have left them out).
+        """
+        known = event_rows >= 0
+        if row >= 0:
+            known &= np.array([e.occurred_at for e in recent]) > self.trained_until
+        if known.any():
+            events = [e for e, keep in zip(recent, known, strict=True) if keep]
+            vector = self._fold_in(row, seen, event_rows[known], events)
+            if vector is not None:
+                return _Query(vector, _NO_ITEMS, "realtime")
+        if row >= 0:
+            trained = np.asarray(self._model.user_factors[row])
+            if np.isfinite(trained).all():
+                return _Query(trained, _NO_ITEMS, "model")
+        return _Query(None, _NO_ITEMS, "popular")
+
+    def _fold_in(
+        self, row: int, seen: np.ndarray, rows: np.ndarray, events: list[RecentEvent]
+    ) -> np.ndarray | None:
+        """The vector after `events` on item `rows`; None if they carry no usable signal."""
+        reference = max(self.trained_until, max(e.occurred_at for e in events))
+        return fold_in_events(
+            self._model.foldin,
+            seen=seen,
+            rows=rows,
+            raw=event_raw_confidence(
+                [e.type for e in events],
+                [e.value for e in events],
+                [e.occurred_at for e in events],
+                self.confidence,
+                reference_time=reference,
+            ),
+            seen_raw=seen_raw_confidence(self.confidence),
+            trained=self._model.user_factors[row] if row >= 0 else None,
+        )
+
+    # -- ranking ------------------------------------------------------------------------------
+
+    @property
+    def _floor(self) -> float:
+        """Scores at or below this are no evidence (ALS: an untouched item predicts 0).
+
+        BPR scores have no such zero (only differences are learnt), so BPR uses none.
+        """
+        return -np.inf if self.params.algorithm == "bpr" else 0.0
+
+    def _rank(self, queries: list[_Query], *, scope: Scope, n: int) -> list[RankedList]:
+        """Answer each query; those with a vector are scored together, a chunk at a time."""
+        answers: dict[int, RankedList] = {}
+        vectors: dict[int, np.ndarray] = {}
+        for i, query in enumerate(queries):
+            if query.vector is None:
+                answers[i] = self._popular_list(scope, query.banned, n)
+            else:
+                vectors[i] = query.vector
+        scored = list(vectors)
+        width = self.n_items if scope.candidates is None else max(len(scope.candidates), 1)
+        step = max(1, _SCORE_BUDGET // width)
+        for lo in range(0, len(scored), step):
+            chunk = scored[lo : lo + step]
+            block = score_items(
+                np.stack([vectors[i] for i in chunk]), self._model.item_factors, scope
+            )
+            for j, i in enumerate(chunk):
+                answers[i] = self._model_list(block[j], queries[i], scope, n, floor=self._floor)
+        return [answers[i] for i in range(len(queries))]
+
+    def _model_list(
+        self, scores: np.ndarray, query: _Query, scope: Scope, n: int, *, floor: float
+    ) -> RankedList:
+        """Top n by score among eligible items above `floor`, then popular items to fill."""
+        rows, top_scores, fill = rank_scored(scores, scope, query.banned, n, floor=floor)
+        return self._answer(rows, top_scores, fill, query.source)
+
+    def _popular_list(self, scope: Scope, banned: np.ndarray, n: int) -> RankedList:
+        """The most popular eligible items that are not banned."""
+        return self._answer(
+            _NO_ITEMS, _NO_ITEMS, first_allowed(scope.popular, n, banned), "popular"
+        )
+
+    def _answer(
+        self, rows: np.ndarray, scores: np.ndarray, fill: np.ndarray, source: str
+    ) -> RankedList:
+        """Ids and plain-float scores; filled items score their popularity."""
+        ranked = np.concatenate([rows, fill]).astype(np.int64)
+        return RankedList(
+            item_ids=self._model.items.ids[ranked].tolist(),
+            scores=[
+                *np.asarray(scores, dtype=np.float64).tolist(),
+                *self._model.popularity[fill].tolist(),
+            ],
+            source=source,
+            filled_from_popular=len(fill),
+        )
+
+
+def _check_n(n: int) -> None:
+    """Refuse an empty request: it would silently answer nothing."""
+    if n < 1:
+        raise ValueError("n must be >= 1")
+
+
+def _align(catalog: CatalogSnapshot, model: ModelArrays) -> CatalogView:
+    """Put the catalogue in the model's item order (see scoring.catalog_view)."""
+    categories = np.asarray(catalog.categories)
+    if categories.dtype.kind != "U":  # e.g. objects with None for "no category"
+        categories = np.array(["" if c is None else str(c) for c in categories], dtype=str)
+    return catalog_view(
+        model.items.find(catalog.item_ids), categories, catalog.available, model.popularity
+    )
+
+
+def _confidence_settings(manifest: ArtifactManifest) -> ConfidenceSettings:
+    """The weights training used (data.confidence); defaults for a manifest without them."""
+    raw = manifest.data.get("confidence") or {}
+    names = {f.name for f in fields(ConfidenceSettings)}
+    return ConfidenceSettings(**{k: v for k, v in raw.items() if k in names})
+
+
+def _trained_until(manifest: ArtifactManifest, created_at: datetime) -> float:
+    """Newest event time the version was trained on (data.window_end), else its creation."""
+    window_end = manifest.data.get("window_end")
+    moment = datetime.fromisoformat(window_end) if window_end else created_at
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
