@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import tempfile
 import time
 import warnings
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import psutil
 import psycopg
 from threadpoolctl import threadpool_limits
 
@@ -31,7 +33,7 @@ from offline.dataset import InteractionMatrix, build_matrix, scale_confidence
 from offline.loading import load_events, newest_event_time, window_start
 from offline.retrain_config import RetrainConfig, retrain_config
 from offline.runs import execute_run, request_retrain
-from offline.training import ModelParams, TrainedFactors, fit
+from offline.training import ModelParams, fit
 from shared import registry
 from shared.settings import Settings
 from shared.synthetic import ShopConfig
@@ -99,6 +101,37 @@ def retrain_round(settings: Settings, database_url: str) -> RetrainRound:
     return RetrainRound(run.status, run.reason or "", phases)
 
 
+@dataclass(frozen=True)
+class CpuShare:
+    """Who used the 2 cores during one round: on a shared machine, other load skews timings."""
+
+    wall: float
+    machine_busy: float  # busy core-seconds of the whole machine
+    own: float  # core-seconds of this process (children excluded)
+
+    def describe(self) -> str:
+        others = self.machine_busy - self.own
+        return (
+            f"machine busy {self.machine_busy:.1f} core-s in {self.wall:.1f} s, this process "
+            f"{self.own:.1f}, others {others:.1f} (PostgreSQL and anyone else on the host)"
+        )
+
+
+def cpu_share(action: Callable[[], T]) -> tuple[T, CpuShare]:
+    """The action's result and the machine's and this process's CPU while it ran."""
+
+    def readings() -> tuple[float, float, float]:
+        times = psutil.cpu_times()
+        busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+        own = os.times()
+        return time.perf_counter(), busy, own.user + own.system
+
+    wall, busy, own = readings()
+    result = action()
+    wall_after, busy_after, own_after = readings()
+    return result, CpuShare(wall_after - wall, busy_after - busy, own_after - own)
+
+
 def timed(action: Callable[[], T]) -> tuple[T, float]:
     """The action's result and its wall seconds."""
     started = time.perf_counter()
@@ -106,7 +139,9 @@ def timed(action: Callable[[], T]) -> tuple[T, float]:
     return result, time.perf_counter() - started
 
 
-def full_window_matrix(conn: psycopg.Connection, config: RetrainConfig) -> tuple[Any, ...]:
+def full_window_matrix(
+    conn: psycopg.Connection, config: RetrainConfig
+) -> tuple[int, InteractionMatrix, float, float]:
     """(events, matrix, load s, build s): the matrix run_retrain publishes after a final fit."""
     newest = newest_event_time(conn)
     if newest is None:
@@ -122,7 +157,7 @@ def full_window_matrix(conn: psycopg.Connection, config: RetrainConfig) -> tuple
             min_item_events=config.min_item_events,
         )
     )
-    return events, matrix, load_seconds, build_seconds
+    return len(events), matrix, load_seconds, build_seconds
 
 
 def implicit_fit(matrix: InteractionMatrix, params: ModelParams) -> tuple[np.ndarray, float]:
@@ -156,10 +191,7 @@ def bare_round(database_url: str, config: RetrainConfig) -> BareRound:
     if config.model.algorithm != "als":
         raise SystemExit("the bare comparison is written for ALS (RECSYS_ALGORITHM=als)")
     with psycopg.connect(database_url, autocommit=True) as conn:
-        events, matrix, load_seconds, build_seconds = full_window_matrix(conn, config)
-    n_events = len(events)
-    del events
-    wrapped: TrainedFactors
+        n_events, matrix, load_seconds, build_seconds = full_window_matrix(conn, config)
     wrapped, wrapper_seconds = timed(lambda: fit(matrix, config.model))
     bare, implicit_seconds = implicit_fit(matrix, config.model)
     ours = np.vstack([wrapped.user_factors, wrapped.item_factors])
@@ -173,23 +205,43 @@ def bare_round(database_url: str, config: RetrainConfig) -> BareRound:
     )
 
 
+def live_gate_note(params: ModelParams) -> str:
+    """What rounds 2+ do at the gate, judged the way run_retrain judges it.
+
+    run_retrain refits the live version's settings on the training split unless
+    `ModelParams.from_dict(live.params) == config.model`; live.params is `to_dict()`, which
+    resolves per-algorithm defaults, so unset knobs make the two differ though they train alike.
+    """
+    same = ModelParams.from_dict(params.to_dict()) == params
+    head = "rounds 2+ are gated against the previous round's live version (same settings): "
+    if same:
+        return head + "evaluation reuses the candidate's metrics (no extra refit)"
+    return (
+        head + "its recorded params compare unequal to the candidate's (defaults resolved vs "
+        "None), so the evaluate phase of rounds 2+ includes a refit of the live settings"
+    )
+
+
 def phase_median(rounds: list[RetrainRound], phase: str, key: str) -> float:
     values = [r.phases[phase][key] for r in rounds if phase in r.phases]
     return median(values) if values else float("nan")
 
 
-def print_round(number: int, retrain: RetrainRound, bare: BareRound) -> None:
-    walls = ", ".join(f"{p} {retrain.wall(p):.2f}" for p in PHASES if p in retrain.phases)
-    print(
-        f"round {number}: {retrain.status} ({retrain.reason}); phases s: {walls}; "
-        f"total {retrain.total_wall:.2f} s"
+def print_round(number: int, retrain: RetrainRound, bare: BareRound, share: CpuShare) -> None:
+    walls = ", ".join(
+        f"{p} {retrain.wall(p):.2f}/{retrain.phases[p]['cpu_seconds']:.2f}"
+        for p in PHASES
+        if p in retrain.phases
     )
+    print(f"round {number}: {retrain.status} ({retrain.reason})")
+    print(f"         phases wall/CPU s: {walls}; total wall {retrain.total_wall:.2f} s")
     print(
         f"         bare: {bare.events:,} events, load {bare.load_seconds:.2f} s, "
         f"full build {bare.build_seconds:.2f} s, offline.training.fit "
         f"{bare.wrapper_fit_seconds:.2f} s, implicit ALS.fit {bare.implicit_fit_seconds:.2f} s "
         f"(max |factor difference| {bare.max_factor_difference:.2g})"
     )
+    print(f"         round: {share.describe()}")
 
 
 @dataclass(frozen=True)
@@ -305,18 +357,20 @@ def main() -> None:
     ):
         started = time.perf_counter()
         setup_shop(url, shop)
-        print(f"setup (not measured): synthetic shop loaded in {time.perf_counter() - started:.0f} s")
+        print(
+            f"setup (not measured): synthetic shop loaded in {time.perf_counter() - started:.0f} s"
+        )
         settings = Settings(database_url=url, artifact_dir=Path(artifacts))
         config = retrain_config(settings)
         print(f"model: {config.model.to_dict()}; final_fit={config.final_fit}")
-        print(
-            "rounds 2+ are gated against the previous round's live version; its settings equal "
-            "the candidate's, so evaluation reuses the candidate's metrics (no extra refit)"
-        )
+        print(live_gate_note(config.model))
         for number in range(1, args.rounds + 1):
-            retrains.append(retrain_round(settings, url))
-            bares.append(bare_round(url, config))
-            print_round(number, retrains[-1], bares[-1])
+            (retrain, bare), share = cpu_share(
+                lambda: (retrain_round(settings, url), bare_round(url, config))
+            )
+            retrains.append(retrain)
+            bares.append(bare)
+            print_round(number, retrain, bare, share)
     summary = summarise(retrains, bares)
     print_summary(retrains, summary)
     print_readme_table(retrains, summary, args)
