@@ -18,7 +18,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from offline.dataset import EventColumns
-from offline.training import top_k
 
 __all__ = [
     "Decision",
@@ -139,16 +138,14 @@ def popularity_ranking(
     n_items = train.shape[1]
     popularity = np.bincount(train.indices[train.data > 0], minlength=n_items)
     order = np.argsort(-popularity, kind="stable")
-    rank_score = np.empty(n_items, dtype=np.float32)
-    rank_score[order] = np.arange(n_items, 0, -1)  # exact in float32 up to 16M items
-    ids, _ = top_k(
-        np.ones((train.shape[0], 1), dtype=np.float32),
-        rank_score[:, None],
-        users,
-        k=k,
-        exclude=train if exclude_seen else None,
-    )
-    return ids
+    ranked = np.full((len(users), k), -1, dtype=np.int64)
+    for row, user in enumerate(users):
+        # One global order; a user needs at most k + |seen| of its head to find k unseen items.
+        seen = train.indices[train.indptr[user] : train.indptr[user + 1]] if exclude_seen else ()
+        skip = set(seen.tolist()) if len(seen) else set()
+        head = [item for item in order[: k + len(skip)].tolist() if item not in skip][:k]
+        ranked[row, : len(head)] = head
+    return ranked
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Concatenate, ParamSpec, TypeVa
 
 import psycopg
 from celery import Celery
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import Response
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from offline.celery_app import TRAINING_QUEUE
 from offline.schedule import ScheduleInfo, retrain_schedule, set_enabled, set_retrain_schedule
 from offline.tasks import RETRAIN
+from online.auth import require_scope
 from online.deps import CeleryDep, PoolDep, SettingsDep
 from online.errors import BrokerUnavailable, NotFound, json_response
 from shared import registry
@@ -35,7 +36,9 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 MOVED_BY = "api"
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(
+    prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_scope("admin"))]
+)
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="How many, newest first.")]
 VersionPath = Annotated[str, Path(min_length=1, max_length=200)]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from online.auth import require_scope
 from online.body import array_body_schema, read_limited_body
 from online.deps import EventRulesDep, EventWriterDep, PoolDep, SettingsDep
 from online.errors import NothingValid, PayloadTooLarge, json_response
@@ -15,7 +16,7 @@ from shared.event_store import EventWriter, WriteResult
 from shared.events import Event, event_json_schema, validate_batch
 
 MAX_BATCH_DOC = 10_000
-router = APIRouter(prefix="/v1", tags=["events"])
+router = APIRouter(prefix="/v1", tags=["events"], dependencies=[Depends(require_scope("events"))])
 
 
 class RejectedEvent(BaseModel):

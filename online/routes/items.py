@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from online.auth import require_scope
 from online.body import array_body_schema, read_limited_body
 from online.deps import PoolDep, SettingsDep
 from online.errors import NothingValid, PayloadTooLarge, json_response
 from online.routes.events import MAX_BATCH_DOC, RejectedEvent
 from shared.catalog import ItemIn, item_json_schema, upsert_items, validate_items
 
-router = APIRouter(prefix="/v1", tags=["catalog"])
+router = APIRouter(prefix="/v1", tags=["catalog"], dependencies=[Depends(require_scope("events"))])
 
 
 class ItemsAnswer(BaseModel):

@@ -17,6 +17,7 @@ from shared.cli.context import cli_context, print_json
 from shared.synthetic import ShopConfig, write_demo_files
 
 RECSYS = str(Path(sys.executable).parent / "recsys")
+DEMO_SCOPES = "events,recommend"
 
 
 def demo_data(
@@ -47,12 +48,13 @@ def demo(ctx: typer.Context, port: int = typer.Option(8765, help="Port for the d
     _step("Generate a synthetic shop", env, ["demo-data", "--out", str(data_dir / "demo")])
     _step("Import the catalogue", env, ["items", "import", str(data_dir / "demo/items.csv")])
     _step("Import the event log", env, ["events", "import", str(data_dir / "demo/events.csv.gz")])
+    key = _create_key(env)
     _banner(f"Serve the API: recsys serve --port {port}")
     server = subprocess.Popen([RECSYS, "serve", "--port", str(port)], env=env)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             _wait_ready(client)
-            _show_requests(client)
+            _show_requests(client, key)
     finally:
         server.terminate()
         server.wait(timeout=15)
@@ -71,6 +73,16 @@ def _step(title: str, env: dict[str, str], args: list[str]) -> None:
     subprocess.run([RECSYS, *args], env=env, check=True)
 
 
+def _create_key(env: dict[str, str]) -> str:
+    """`recsys keys create --json`, shown as it prints; the key is kept only in this process."""
+    args = ["keys", "create", "--name", "demo", "--scopes", DEMO_SCOPES, "--json"]
+    _banner(f"Create an API key: recsys {' '.join(args)}")
+    done = subprocess.run([RECSYS, *args], env=env, check=True, capture_output=True, text=True)
+    typer.echo(done.stdout.rstrip())
+    key: str = orjson.loads(done.stdout)["key"]
+    return key
+
+
 def _wait_ready(client: httpx.Client, timeout: float = 30) -> None:
     deadline = datetime.now(UTC) + timedelta(seconds=timeout)
     while datetime.now(UTC) < deadline:
@@ -85,8 +97,10 @@ def _wait_ready(client: httpx.Client, timeout: float = 30) -> None:
     raise typer.Exit(1)
 
 
-def _show(client: httpx.Client, method: str, path: str, body: Any = None) -> None:
-    typer.secho(f"\n$ {method} {path}", fg="cyan")
+def _show(
+    client: httpx.Client, method: str, path: str, body: Any = None, *, note: str = ""
+) -> None:
+    typer.secho(f"\n$ {method} {path}{note}", fg="cyan")
     if body is not None:
         typer.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
     response = client.request(method, path, json=body)
@@ -94,9 +108,12 @@ def _show(client: httpx.Client, method: str, path: str, body: Any = None) -> Non
     typer.echo(orjson.dumps(response.json(), option=orjson.OPT_INDENT_2).decode())
 
 
-def _show_requests(client: httpx.Client) -> None:
+def _show_requests(client: httpx.Client, key: str) -> None:
     now = datetime.now(UTC).replace(microsecond=0).isoformat()
     _show(client, "GET", "/readyz")
+    _show(client, "POST", "/v1/events", [], note="   (no API key)")
+    client.headers["Authorization"] = f"Bearer {key}"
+    typer.secho(f"\nFrom here on every request sends: Authorization: Bearer {key}", bold=True)
     events = [
         {
             "event_id": "demo-1",

@@ -11,16 +11,17 @@ import orjson
 import psycopg
 import pytest
 import redis
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from offline.celery_app import TRAINING_QUEUE
 from offline.runs import execute_run, request_retrain
 from offline.tasks import RETRAIN
 from online.main import create_app
+from online.ratelimit import KeyRateLimiter
 from shared import registry
 from shared.redis_url import redis_py_url
 from shared.settings import Settings
-from tests.processes import delete_keys, unique_key_prefix
 from tests.shop import SMALL_SHOP, load_shop
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,17 +30,26 @@ QUICK_MODEL: dict[str, Any] = {"factors": 16, "iterations": 4, "final_fit": Fals
 
 
 @pytest.fixture
-def admin_settings(settings: Settings, redis_url: str) -> Iterator[Settings]:
+def admin_settings(redis_settings: Settings) -> Settings:
     """The test's settings on the real Redis, under a key prefix of this test's own."""
-    prefix = unique_key_prefix()
-    yield settings.model_copy(update={"redis_url": redis_url, "redis_key_prefix": prefix})
-    delete_keys(redis_url, prefix)
+    return redis_settings
 
 
 @pytest.fixture
-def client(admin_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(admin_settings)) as test_client:
+def client(admin_settings: Settings, auth_headers: dict[str, str]) -> Iterator[TestClient]:
+    with TestClient(create_app(admin_settings), headers=auth_headers) as test_client:
         yield test_client
+
+
+def app_with_live_limiter(settings: Settings, *, limiter_settings: Settings) -> FastAPI:
+    """An app whose rate limiter counts on a live Redis whatever settings says about Redis.
+
+    Redis can fail between the rate limit and the broker call; this reaches that path
+    (a Redis that is down from the start is refused by the limiter: test_ratelimit.py).
+    """
+    app = create_app(settings)
+    app.state.rate_limiter = KeyRateLimiter(limiter_settings)
+    return app
 
 
 def closed_port_url() -> str:
@@ -105,10 +115,11 @@ def test_a_trigger_queues_one_run_and_a_second_answers_409_with_it(
 
 
 def test_a_dead_broker_is_503_and_fails_the_run_so_it_blocks_nothing(
-    admin_settings: Settings,
+    admin_settings: Settings, auth_headers: dict[str, str]
 ) -> None:
     down = admin_settings.model_copy(update={"redis_url": closed_port_url()})
-    with TestClient(create_app(down)) as dead:
+    app = app_with_live_limiter(down, limiter_settings=admin_settings)
+    with TestClient(app, headers=auth_headers) as dead:
         response = dead.post("/v1/admin/retrain", json={"force": False})
         assert response.status_code == 503
         assert response.json()["error"] == "broker_unavailable"
@@ -117,12 +128,15 @@ def test_a_dead_broker_is_503_and_fails_the_run_so_it_blocks_nothing(
         runs = registry.list_runs(conn)
     assert [(r.status, r.trigger) for r in runs] == [("failed", "api")]
     assert (runs[0].error or "").startswith("not queued")
-    with TestClient(create_app(admin_settings)) as alive:
+    with TestClient(create_app(admin_settings), headers=auth_headers) as alive:
         assert alive.post("/v1/admin/retrain").status_code == 202
 
 
-def test_without_a_redis_url_a_trigger_is_503_and_queues_nothing(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as no_redis:
+def test_without_a_redis_url_a_trigger_is_503_and_queues_nothing(
+    settings: Settings, admin_settings: Settings, auth_headers: dict[str, str]
+) -> None:
+    app = app_with_live_limiter(settings, limiter_settings=admin_settings)
+    with TestClient(app, headers=auth_headers) as no_redis:
         response = no_redis.post("/v1/admin/retrain")
         assert response.status_code == 503
         assert "RECSYS_REDIS_URL" in response.json()["detail"]

@@ -18,8 +18,8 @@ GOOD: dict[str, Any] = {"user_id": "u1", "item_id": "i1", "type": "view"}
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+def client(redis_settings: Settings, auth_headers: dict[str, str]) -> Iterator[TestClient]:
+    with TestClient(create_app(redis_settings), headers=auth_headers) as test_client:
         yield test_client
 
 
@@ -77,17 +77,21 @@ def test_malformed_json_is_400(client: TestClient, body: bytes) -> None:
     assert response.json()["error"] == "malformed_body"
 
 
-def test_more_events_than_the_limit_is_413(settings: Settings) -> None:
+def test_more_events_than_the_limit_is_413(
+    settings: Settings, auth_headers: dict[str, str]
+) -> None:
     small = settings.model_copy(update={"max_batch_events": 3})
-    with TestClient(create_app(small)) as client:
+    with TestClient(create_app(small), headers=auth_headers) as client:
         response = client.post("/v1/events", json=[GOOD] * 4)
         assert response.status_code == 413
         assert client.post("/v1/events", json=[GOOD] * 3).status_code == 200
 
 
-def test_a_body_over_the_byte_limit_is_413_and_stores_nothing(settings: Settings) -> None:
+def test_a_body_over_the_byte_limit_is_413_and_stores_nothing(
+    settings: Settings, auth_headers: dict[str, str]
+) -> None:
     small = settings.model_copy(update={"max_body_bytes": 1024})
-    with TestClient(create_app(small)) as client:
+    with TestClient(create_app(small), headers=auth_headers) as client:
         response = client.post("/v1/events", json=[GOOD] * 100)
         assert response.status_code == 413
     assert stored(settings.require_database_url()) == 0
@@ -162,12 +166,12 @@ def test_the_openapi_document_describes_the_event_body(client: TestClient) -> No
     assert item["additionalProperties"] is False
 
 
-def test_database_outage_is_503_not_500(settings: Settings) -> None:
+def test_database_outage_is_503_not_500(settings: Settings, auth_headers: dict[str, str]) -> None:
     unreachable = settings.model_copy(
         update={"database_url": "postgresql://postgres@127.0.0.1:1/none?connect_timeout=1"}
     )
     app = create_app(unreachable)
-    with TestClient(app) as client:
+    with TestClient(app, headers=auth_headers) as client:
         app.state.pool.timeout = 1
         response = client.post("/v1/events", json=[GOOD])
         assert response.status_code == 503
