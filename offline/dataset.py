@@ -25,6 +25,7 @@ __all__ = [
     "InteractionMatrix",
     "build_matrix",
     "event_confidence",
+    "interactions",
     "scale_confidence",
 ]
 
@@ -207,6 +208,26 @@ def build_matrix(
     matrix.sum_duplicates()
     matrix.eliminate_zeros()
     return InteractionMatrix(matrix.astype(np.float32), row_ids, col_ids)
+
+
+def interactions(
+    events: EventColumns, *, user_ids: np.ndarray, item_ids: np.ndarray
+) -> sp.csr_matrix:
+    """Binary users x items matrix of every event (any type, any weight) on fixed axes.
+
+    "Seen" for serving: an item the user rated low or only viewed is still one they know,
+    even when it carries no confidence for training.
+    """
+    rows = _positions(events.user_ids, np.asarray(user_ids))[events.user_index]
+    cols = _positions(events.item_ids, np.asarray(item_ids))[events.item_index]
+    keep = (rows >= 0) & (cols >= 0)
+    matrix = sp.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.float32), (rows[keep], cols[keep])),
+        shape=(len(user_ids), len(item_ids)),
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
 
 
 def _axis(

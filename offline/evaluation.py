@@ -141,8 +141,8 @@ def popularity_ranking(
     ranked = np.full((len(users), k), -1, dtype=np.int64)
     for row, user in enumerate(users):
         # One global order; a user needs at most k + |seen| of its head to find k unseen items.
-        seen = train.indices[train.indptr[user] : train.indptr[user + 1]] if exclude_seen else ()
-        skip = set(seen.tolist()) if len(seen) else set()
+        seen = train.indices[train.indptr[user] : train.indptr[user + 1]]
+        skip: set[int] = set(seen.tolist()) if exclude_seen else set()
         head = [item for item in order[: k + len(skip)].tolist() if item not in skip][:k]
         ranked[row, : len(head)] = head
     return ranked

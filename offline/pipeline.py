@@ -18,7 +18,7 @@ import numpy as np
 import psycopg
 import scipy.sparse as sp
 
-from offline.dataset import EventColumns, InteractionMatrix, build_matrix
+from offline.dataset import EventColumns, InteractionMatrix, build_matrix, interactions
 from offline.evaluation import (
     Decision,
     RankingMetrics,
@@ -29,14 +29,16 @@ from offline.evaluation import (
     should_promote,
     time_split,
 )
-from offline.loading import load_events, newest_event_time, window_start
+from offline.loading import load_events, window_start
 from offline.retrain_config import RetrainConfig
 from offline.training import ModelParams, TrainedFactors, fit, top_k
 from shared import artifacts, registry
-from shared.metering import Meter, PhaseMeasurement
+from shared.metering import Meter, PhaseMeasurement, PhaseProgress
 
 log = logging.getLogger(__name__)
 PhaseCallback = Callable[[str, list[PhaseMeasurement]], None]
+# Called after each fit iteration with the running phase; raising stops the fit (budgets).
+IterationCallback = Callable[[PhaseProgress, int], None]
 
 
 class NoTrainingData(RuntimeError):
@@ -68,6 +70,7 @@ def run_retrain(
     artifact_dir: Path,
     meter: Meter,
     on_phase: PhaseCallback | None = None,
+    on_iteration: IterationCallback | None = None,
     moved_by: str = "retrain",
 ) -> RetrainResult:
     """Train, evaluate and publish one version; the version row says whether it went live."""
@@ -77,33 +80,38 @@ def run_retrain(
             on_phase(name, list(meter.measurements))
         return meter.measure(name)
 
+    def iterations(progress: PhaseProgress) -> Callable[[int], None] | None:
+        if on_iteration is None:
+            return None
+        hook = on_iteration
+        return lambda n: hook(progress, n)
+
     with phase("load"):
-        newest = newest_event_time(conn)
+        newest, received_until = _watermarks(conn)
         if newest is None:
             raise NoTrainingData("there are no events")
         since = window_start(newest, config.window_days)
-        received_until = _newest_received(conn)
         events = load_events(conn, since=since)
     with phase("build"):
         split = _split(events, config)
         full = _build(events, config)
-    with phase("fit"):
-        candidate = fit(split.train, config.model)
-    with phase("evaluate"):
+    with phase("fit") as progress:
+        candidate = fit(split.train, config.model, on_iteration=iterations(progress))
+    with phase("evaluate") as progress:
         live = registry.promoted_version(conn)
-        metrics = _evaluate(candidate, split, config, live=live)
+        metrics = _evaluate(candidate, split, config, live=live, on_iteration=iterations(progress))
         decision = _gate(metrics, config, has_live=live is not None)
     published = candidate
     if decision.promote and config.final_fit:
-        with phase("final_fit"):
-            published = fit(full, config.model)
+        with phase("final_fit") as progress:
+            published = fit(full, config.model, on_iteration=iterations(progress))
     with phase("export"):
         matrix = full if published is not candidate else split.train
         version = _version_name(run_id)
         path = artifacts.write_version(
             artifact_dir,
             version,
-            _arrays(published, matrix),
+            _arrays(published, matrix, events),
             manifest_fields=_manifest(config, events, split, matrix, metrics, since, newest),
         )
     status = "promoted" if decision.promote else "rejected"
@@ -134,9 +142,10 @@ def run_retrain(
     return RetrainResult(status, version, decision.reason, metrics, list(meter.measurements))
 
 
-def _newest_received(conn: psycopg.Connection) -> datetime | None:
-    row = conn.execute("SELECT max(received_at) FROM events").fetchone()
-    return row[0] if row else None
+def _watermarks(conn: psycopg.Connection) -> tuple[datetime | None, datetime | None]:
+    """The newest event's time and arrival, in one scan."""
+    row = conn.execute("SELECT max(occurred_at), max(received_at) FROM events").fetchone()
+    return (row[0], row[1]) if row else (None, None)
 
 
 def _build(events: EventColumns, config: RetrainConfig, **axes: Any) -> InteractionMatrix:
@@ -160,6 +169,9 @@ def _split(events: EventColumns, config: RetrainConfig) -> _Split:
     test = _build(after, config, user_ids=train.user_ids, item_ids=train.item_ids)
     relevant = drop_seen((test.matrix > 0).astype(np.float32).tocsr(), train.matrix)
     users = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    if len(users) > config.max_eval_users:  # a fixed sample, so reruns compare like with like
+        rng = np.random.default_rng(config.model.random_state)
+        users = np.sort(rng.choice(users, size=config.max_eval_users, replace=False))
     if train.matrix.nnz == 0 or len(users) == 0:
         raise NoTrainingData("the time split left no training data or no test users")
     return _Split(train, relevant, users, cutoff)
@@ -171,6 +183,7 @@ def _evaluate(
     config: RetrainConfig,
     *,
     live: registry.ModelVersion | None,
+    on_iteration: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Candidate, popularity and the live version's settings, all on the same holdout.
 
@@ -194,10 +207,10 @@ def _evaluate(
     if live is not None:
         results["live_version"] = live.version
         live_params = ModelParams.from_dict(live.params)
-        if live_params == config.model:
+        if live_params.to_dict() == config.model.to_dict():
             results["live"] = results["candidate"]
         else:
-            refit = fit(split.train, live_params)
+            refit = fit(split.train, live_params, on_iteration=on_iteration)
             results["live"] = ranking_metrics(
                 _rank(refit, split, config.k),
                 split.relevant[split.users],
@@ -228,9 +241,15 @@ def _version_name(run_id: uuid.UUID) -> str:
     return f"v{datetime.now(UTC):%Y%m%d-%H%M%S}-{run_id.hex[:6]}"
 
 
-def _arrays(model: TrainedFactors, matrix: InteractionMatrix) -> dict[str, Any]:
-    """What the API needs: factors, id maps, seen items and item popularity."""
-    seen = (matrix.matrix != 0).astype(np.float32).tocsr()
+def _arrays(
+    model: TrainedFactors, matrix: InteractionMatrix, events: EventColumns
+) -> dict[str, Any]:
+    """What the API needs: factors, id maps, seen items and item popularity.
+
+    "Seen" holds every event of the window on the published axes, whatever its weight: an
+    item a user rated low, or saw after the evaluation cutoff, is never recommended to them.
+    """
+    seen = interactions(events, user_ids=matrix.user_ids, item_ids=matrix.item_ids)
     popularity = np.asarray(seen.sum(axis=0)).ravel().astype(np.float32)
     return {
         "user_factors": np.ascontiguousarray(model.user_factors, dtype=np.float32),

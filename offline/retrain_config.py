@@ -21,6 +21,7 @@ class RetrainConfig:
     model: ModelParams
     k: int
     test_fraction: float
+    max_eval_users: int
     gate_metric: str
     gate_tolerance: float
     final_fit: bool
@@ -66,6 +67,7 @@ def retrain_config(settings: Settings) -> RetrainConfig:
         model=model,
         k=settings.eval_k,
         test_fraction=settings.eval_test_fraction,
+        max_eval_users=settings.eval_max_users,
         gate_metric=settings.gate_metric,
         gate_tolerance=settings.gate_tolerance,
         final_fit=settings.final_fit,

@@ -21,9 +21,9 @@ import psycopg
 
 from offline.pipeline import NoTrainingData, PhaseCallback, RetrainResult, run_retrain
 from offline.retrain_config import retrain_config
-from shared import artifacts, registry
+from shared import artifacts, cost_queries, costs, registry
 from shared.db import LOCK_RETRAIN
-from shared.metering import EnergyModel, Meter, PhaseMeasurement
+from shared.metering import HostInfo, Meter, PhaseMeasurement, PhaseProgress
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -139,12 +139,19 @@ def _execute(
         reason = f"no event arrived since version {latest.version}"
         registry.finish_run(conn, run.run_id, status="skipped", reason=reason)
         return RunOutcome(run.run_id, "skipped", reason)
-    meter = meter or Meter(energy=EnergyModel())
+    meter = meter or Meter(energy=costs.energy_model(settings))
+    budget = _run_budget(conn, settings, meter)
 
     def progress(phase: str, done: list[PhaseMeasurement]) -> None:
         registry.record_phase(conn, run.run_id, phase=phase, phases=_phases(done))
         if on_phase:
             on_phase(phase, done)
+        if budget is not None and phase != "done":
+            budget.check(done, at=f"the start of {phase}")
+
+    def iteration(running: PhaseProgress, n: int) -> None:
+        if budget is not None:
+            budget.check(meter.measurements, running, at=f"{running.phase} iteration {n}")
 
     try:
         result = run_retrain(
@@ -154,17 +161,72 @@ def _execute(
             artifact_dir=settings.artifact_dir,
             meter=meter,
             on_phase=progress,
+            on_iteration=iteration if budget is not None else None,
         )
     except NoTrainingData as exc:
+        _record_costs(conn, settings, run.run_id, meter, model_version=None)
         registry.finish_run(conn, run.run_id, status="skipped", reason=str(exc))
         return RunOutcome(run.run_id, "skipped", str(exc))
+    except costs.OverBudget as exc:
+        conn.rollback()
+        _record_costs(conn, settings, run.run_id, meter, model_version=None)
+        registry.record_phase(conn, run.run_id, phase="done", phases=_phases(meter.measurements))
+        registry.finish_run(conn, run.run_id, status="over_budget", reason=str(exc))
+        log.warning("run %s stopped: %s", run.run_id, exc)
+        return RunOutcome(run.run_id, "over_budget", str(exc))
     except BaseException as exc:
         conn.rollback()
+        _record_costs(conn, settings, run.run_id, meter, model_version=None)
         registry.finish_run(conn, run.run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     _finish(conn, run.run_id, result)
+    _record_costs(conn, settings, run.run_id, meter, model_version=result.version)
     prune_artifacts(conn, settings)
     return RunOutcome(run.run_id, result.status, result.reason, result.version)
+
+
+def _run_budget(
+    conn: psycopg.Connection, settings: Settings, meter: Meter
+) -> costs.RunBudget | None:
+    """The run's cost ceiling, priced with the version in force now; None when there is none."""
+    if settings.training_cost_ceiling is None:
+        return None
+    price = costs.price_in_force(conn)
+    if price is None or price.currency != settings.cost_currency:
+        log.warning(
+            "training_cost_ceiling not enforced: no price version in %s is in force",
+            settings.cost_currency,
+        )
+        return None
+    return costs.RunBudget(price, settings.training_cost_ceiling, meter.energy)
+
+
+def _record_costs(
+    conn: psycopg.Connection,
+    settings: Settings,
+    run_id: uuid.UUID,
+    meter: Meter,
+    *,
+    model_version: str | None,
+) -> None:
+    """Put the run's measured phases on the cost ledger; never hides the run's own outcome."""
+    try:
+        run = registry.get_run(conn, run_id)  # read now: the trigger sets task_id after sending
+        costs.record_training_phases(
+            conn,
+            run_id=run_id,
+            model_version=model_version,
+            measurements=meter.measurements,
+            host=HostInfo.detect(),
+            task_id=run.task_id if run else None,
+        )
+    except Exception:
+        log.exception("could not record the costs of run %s", run_id)
+        return
+    try:
+        cost_queries.warn_on_daily_budgets(conn, settings, paths=("training",))
+    except psycopg.Error:
+        log.exception("could not check the daily training budget")
 
 
 def _finish(conn: psycopg.Connection, run_id: uuid.UUID, result: RetrainResult) -> None:

@@ -7,11 +7,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from online.auth import KeyCache
 from online.errors import install_error_handlers
-from online.routes import admin, events, health, items
+from online.live_model import LiveModel
+from online.ratelimit import KeyRateLimiter
+from online.recent import RecentEvents
+from online.reloader import Reloader
+from online.routes import admin, events, health, items, recommendations
 from shared.db import create_pool
 from shared.event_store import EventWriter
 from shared.events import EventRules
+from shared.redis_url import redis_py_url
 from shared.settings import Settings
 
 
@@ -28,11 +34,22 @@ def create_app(settings: Settings) -> FastAPI:
         pool.open(wait=False)
         app.state.pool = pool
         app.state.celery = None  # built on the first admin call that needs it (online.deps)
+        app.state.recent_events = _recent_events(settings)
+        reloader = Reloader(
+            settings.require_database_url(),
+            app.state.live_model,
+            poll_seconds=settings.model_poll_seconds,
+        )
+        reloader.start()
         try:
             yield
         finally:
+            reloader.stop()
             if app.state.celery is not None:
                 app.state.celery.close()
+            if app.state.recent_events is not None:
+                await app.state.recent_events.aclose()
+            await app.state.rate_limiter.aclose()
             pool.close()
 
     app = FastAPI(
@@ -44,12 +61,30 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.event_writer = EventWriter()
     app.state.event_rules = EventRules.from_settings(settings)
+    app.state.key_cache = KeyCache(settings.auth_cache_seconds)
+    app.state.rate_limiter = KeyRateLimiter(settings)  # connects to Redis on first use
+    app.state.live_model = LiveModel()
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(events.router)
     app.include_router(items.router)
+    app.include_router(recommendations.router)
     app.include_router(admin.router)
     return app
+
+
+def _recent_events(settings: Settings) -> RecentEvents | None:
+    """Where shoppers' newest events wait for fold-in; None without Redis (no real time)."""
+    if not settings.redis_url:
+        return None
+    return RecentEvents(
+        redis_py_url(settings.redis_url),
+        prefix=settings.redis_key_prefix,
+        keep=settings.recent_events_per_user,
+        ttl_seconds=settings.recent_events_ttl_seconds,
+        timeout=settings.rate_limit_redis_timeout_seconds,
+        breaker_seconds=settings.rate_limit_breaker_seconds,
+    )
 
 
 def app_from_env() -> FastAPI:

@@ -30,6 +30,7 @@ _CLAIM_IDS = (
 class WriteResult:
     accepted: int
     duplicates: int
+    stored: list[Event] = field(default_factory=list)  # as written (generated ids filled in)
 
 
 def month_start(moment: datetime) -> datetime:
@@ -72,16 +73,15 @@ class EventWriter:
             claimed = claim_event_ids(conn, [e.event_id for e in unique if e.event_id is not None])
             with conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
                 copy.set_types(_COPY_TYPES)
-                written = 0
+                stored: list[Event] = []
                 for e in unique:
                     if e.event_id is None:
-                        copy.write_row((_new_id(), *e[1:]))
-                    elif e.event_id in claimed:
-                        copy.write_row(e)
-                    else:
+                        e = e._replace(event_id=_new_id())
+                    elif e.event_id not in claimed:
                         continue
-                    written += 1
-        return WriteResult(written, repeated + len(unique) - written)
+                    copy.write_row(e)
+                    stored.append(e)
+        return WriteResult(len(stored), repeated + len(unique) - len(stored), stored)
 
     def ensure_partitions(self, conn: psycopg.Connection, moments: Iterable[datetime]) -> None:
         """Create the monthly partitions these moments fall in, if missing (in its own commit)."""

@@ -325,17 +325,28 @@ class _Sampler:
 
 
 class PhaseProgress:
-    """What `Meter.measure` yields: the live peak RSS, and the measurement once the phase ends."""
+    """What `Meter.measure` yields: live figures so far, and the measurement once it ends."""
 
-    def __init__(self, phase: str, sampler: _Sampler) -> None:
+    def __init__(self, phase: str, sampler: _Sampler, start: _Start) -> None:
         self.phase = phase
         self.measurement: PhaseMeasurement | None = None
         self._sampler = sampler
+        self._start = start
 
     @property
     def peak_rss_bytes(self) -> int:
         """Highest resident set sampled so far in this phase."""
         return self._sampler.peak
+
+    @property
+    def cpu_seconds_so_far(self) -> float:
+        """Process CPU used since the phase started (for budgets checked mid-phase)."""
+        return _cpu_seconds() - self._start.cpu
+
+    @property
+    def wall_seconds_so_far(self) -> float:
+        """Wall-clock seconds since the phase started."""
+        return time.perf_counter() - self._start.wall
 
 
 def _cpu_seconds() -> float:
@@ -392,8 +403,8 @@ class Meter:
         gpus = _GpuCounter.open(self._pynvml, use=gpu)
         pollers = [counter.poll for counter in (rapl, gpus) if counter is not None]
         sampler = _Sampler(self.sample_interval, pollers)
-        progress = PhaseProgress(phase, sampler)
         start = _Start(datetime.now(UTC), time.perf_counter(), _cpu_seconds(), _max_rss_bytes())
+        progress = PhaseProgress(phase, sampler, start)
         sampler.start()
         try:
             yield progress

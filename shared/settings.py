@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
@@ -40,6 +40,44 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=8, ge=1)
+
+    # API keys and per-key rate limits (online/auth.py, online/ratelimit.py).
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a process trusts a key lookup: a revoked key stops working "
+        "within this many seconds. 0 looks the key up on every request.",
+    )
+    rate_limit_recommend: str = Field(
+        default="600/second",
+        description="Requests per key and scope, in the `limits` notation: '600/second', "
+        "'100/minute', '5000/hour'.",
+    )
+    rate_limit_events: str = "100/second"
+    rate_limit_admin: str = "10/second"
+    rate_limit_analyst: str = "10/second"
+    rate_limit_strategy: Literal["fixed-window", "moving-window", "sliding-window-counter"] = (
+        "fixed-window"
+    )
+    rate_limit_redis_timeout_seconds: float = Field(
+        default=0.25, gt=0, description="Connect and read timeout of the rate limiter's Redis."
+    )
+    rate_limit_breaker_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="After a Redis failure the limiter skips Redis this long (no request "
+        "waits on a dead server), then lets one request try again.",
+    )
+
+    # Serving.
+    model_poll_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often API processes look for a promotion when "
+        "no NOTIFY arrives (the fallback of LISTEN/NOTIFY).",
+    )
+    recent_events_per_user: int = Field(default=50, ge=1, description="Kept for fold-in.")
+    recent_events_ttl_seconds: int = Field(default=3 * 86400, ge=60)
 
     # Celery (the offline path) on Redis.
     redis_key_prefix: str = Field(
@@ -85,12 +123,78 @@ class Settings(BaseSettings):
     random_state: int = 42
     eval_k: int = Field(default=10, ge=1, le=1000)
     eval_test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    eval_max_users: int = Field(
+        default=5_000,
+        ge=100,
+        description="Test users sampled for evaluation (scoring them "
+        "all costs as much as a fit on large shops; 5,000 keep NDCG's standard error ~0.005).",
+    )
     gate_metric: Literal["ndcg", "map", "precision", "recall"] = "ndcg"
     gate_tolerance: float = Field(
         default=0.02, ge=0, lt=1, description="Largest relative loss against the live version."
     )
     final_fit: bool = Field(default=True, description="Refit on the whole window to publish.")
     keep_versions: int = Field(default=5, ge=2, description="Versions whose files are kept.")
+
+    # Cost accounting (shared/costs.py, shared/usage.py). Money is in cost_currency.
+    energy_watts_per_core: float = Field(
+        default=3.5, ge=0, description="Estimated watts per busy core (no RAPL/NVML counter)."
+    )
+    energy_watts_per_gb: float = Field(
+        default=0.392, ge=0, description="Estimated watts per GiB of memory held."
+    )
+    serving_vcpus: float | None = Field(
+        default=None,
+        gt=0,
+        description="vCPUs given to the API processes of one host (VM size or container "
+        "limit); unset: this host's CPU count. Allocated serving cost is priced from it.",
+    )
+    serving_processes: int | None = Field(
+        default=None, ge=1, description="API processes sharing serving_vcpus; unset: workers."
+    )
+    usage_window_seconds: float = Field(
+        default=60.0, ge=1, description="Serving counters are kept per window of this length."
+    )
+    usage_flush_interval_seconds: float = Field(
+        default=15.0, gt=0, description="How often an API process writes its closed windows."
+    )
+    usage_max_pending_rows: int = Field(
+        default=100_000,
+        ge=1,
+        description="Usage rows an API process keeps while the database is unreachable; "
+        "the oldest past this are dropped (counted and logged).",
+    )
+    cost_currency: str = Field(
+        default="USD",
+        pattern=r"^[A-Z]{3}$",
+        description="Currency of the budgets below and the default for new price versions.",
+    )
+    training_cost_ceiling: float | None = Field(
+        default=None,
+        gt=0,
+        description="A retrain whose metered cost passes this is stopped (over_budget).",
+    )
+    daily_budget_training: float | None = Field(
+        default=None, gt=0, description="Training cost per UTC day before it is flagged."
+    )
+    daily_budget_inference: float | None = Field(
+        default=None, gt=0, description="Allocated serving cost per UTC day before it is flagged."
+    )
+
+    @field_validator(
+        "rate_limit_recommend", "rate_limit_events", "rate_limit_admin", "rate_limit_analyst"
+    )
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parsed = parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit like '100/second': {value!r}") from exc
+        if len(parsed) != 1 or parsed[0].amount < 1:
+            raise ValueError(f"give one positive rate limit, like '100/second': {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Settings:

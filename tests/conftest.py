@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -20,8 +20,10 @@ import pytest
 import redis
 from psycopg import sql
 
+from shared.keys import SCOPES, create_key
 from shared.migrate import upgrade
 from shared.settings import Settings
+from tests.processes import delete_keys, unique_key_prefix
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -32,6 +34,9 @@ TABLES_TO_CLEAN = (
     "model_pointer",
     "model_versions",
     "training_runs",
+    "api_keys",
+    "training_phase_usage",
+    "inference_usage",
 )
 
 
@@ -107,3 +112,34 @@ def settings(clean_database: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "var",
         artifact_dir=tmp_path / "artifacts",
     )
+
+
+@pytest.fixture
+def redis_settings(settings: Settings, redis_url: str) -> Iterator[Settings]:
+    """The test's settings on the real Redis, under a key prefix of this test's own."""
+    prefix = unique_key_prefix()
+    yield settings.model_copy(update={"redis_url": redis_url, "redis_key_prefix": prefix})
+    delete_keys(redis_url, prefix)
+
+
+@pytest.fixture
+def make_key(clean_database: str) -> Callable[..., str]:
+    """make_key("events,admin") -> a new API key (plaintext) with those scopes."""
+
+    def make(scopes: str = ",".join(SCOPES), name: str = "test") -> str:
+        with psycopg.connect(clean_database, autocommit=True) as conn:
+            return create_key(conn, name=name, scopes=scopes).key
+
+    return make
+
+
+@pytest.fixture
+def api_key(make_key: Callable[..., str]) -> str:
+    """A key holding every scope."""
+    return make_key()
+
+
+@pytest.fixture
+def auth_headers(api_key: str) -> dict[str, str]:
+    """Request headers presenting a key with every scope."""
+    return {"Authorization": f"Bearer {api_key}"}

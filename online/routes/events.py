@@ -12,6 +12,7 @@ from online.auth import require_scope
 from online.body import array_body_schema, read_limited_body
 from online.deps import EventRulesDep, EventWriterDep, PoolDep, SettingsDep
 from online.errors import NothingValid, PayloadTooLarge, json_response
+from online.recent import RecentEvents
 from shared.event_store import EventWriter, WriteResult
 from shared.events import Event, event_json_schema, validate_batch
 
@@ -56,12 +57,20 @@ async def post_events(
     rejected = [{"index": r.index, "error": r.error} for r in batch.rejected]
     if not batch.valid:
         raise NothingValid({"accepted": 0, "duplicates": 0, "rejected": rejected})
-    result = await run_in_threadpool(_store, pool, writer, batch.valid)
+    recent: RecentEvents | None = request.app.state.recent_events
+    result = await run_in_threadpool(_store, pool, writer, batch.valid, recent)
     return json_response(
         {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": rejected}
     )
 
 
-def _store(pool: ConnectionPool, writer: EventWriter, events: list[Event]) -> WriteResult:
+def _store(
+    pool: ConnectionPool, writer: EventWriter, events: list[Event], recent: RecentEvents | None
+) -> WriteResult:
+    """Commit the events, then hand the new ones to real-time fold-in (after the commit, so a
+    recommendation never folds in an event the database does not have)."""
     with pool.connection() as conn:
-        return writer.write(conn, events)
+        result = writer.write(conn, events)
+    if recent is not None:
+        recent.append(result.stored)
+    return result

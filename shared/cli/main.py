@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from pydantic import ValidationError
 
-from shared.cli import db, demo, imports, schedule, serve, training, workers
+from shared.cli import costs, db, demo, imports, keys, schedule, serve, training, workers
 from shared.cli.context import CliContext, fail
 
 app = typer.Typer(
@@ -27,6 +27,8 @@ app.command("train")(training.train)
 app.add_typer(training.runs_app, name="runs")
 app.add_typer(training.models_app, name="models")
 app.add_typer(schedule.app, name="schedule")
+app.add_typer(costs.app, name="costs")
+app.add_typer(keys.app, name="keys")
 
 
 @app.callback()

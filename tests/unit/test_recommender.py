@@ -94,7 +94,10 @@ def _write_block(root: Path, algorithm: str) -> Path:
     params = ModelParams(algorithm=algorithm, factors=8, num_threads=1, random_state=0)
     trained = fit(matrix, params)
     return write_version(
-        root, algorithm, _arrays(trained, matrix), manifest_fields=_manifest(algorithm, params)
+        root,
+        algorithm,
+        _arrays(trained, matrix, events),
+        manifest_fields=_manifest(algorithm, params),
     )
 
 
