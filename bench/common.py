@@ -49,3 +49,22 @@ def percentile(values: list[float], q: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def bench_key(database_url: str, scopes: str) -> str:
+    """A fresh API key with these scopes in the benchmark's database."""
+    from shared.keys import create_key
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return create_key(conn, name="bench", scopes=scopes).key
+
+
+def bench_server_env() -> dict[str, str]:
+    """Server settings for benchmarks: the local Redis under a prefix of its own, limits off."""
+    prefix = f"recsys-bench-{os.getpid()}:"
+    return {
+        "RECSYS_REDIS_URL": os.environ.get("RECSYS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "RECSYS_REDIS_KEY_PREFIX": prefix,
+        "RECSYS_RATE_LIMIT_EVENTS": "1000000/second",
+        "RECSYS_RATE_LIMIT_RECOMMEND": "1000000/second",
+    }

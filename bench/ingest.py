@@ -20,7 +20,7 @@ import httpx
 import orjson
 import psycopg
 
-from bench.common import median, percentile, scratch_database
+from bench.common import bench_key, bench_server_env, median, percentile, scratch_database
 from shared.event_store import EventWriter
 from shared.events import Event
 from shared.synthetic import ShopConfig, as_events, generate_catalog, generate_events
@@ -67,7 +67,9 @@ def empty_tables(url: str) -> None:
         conn.execute("TRUNCATE events, event_ids")
 
 
-def http_round(base: str, batches: list[bytes], concurrency: int) -> tuple[float, list[float]]:
+def http_round(
+    base: str, batches: list[bytes], concurrency: int, key: str
+) -> tuple[float, list[float]]:
     """Post every batch with `concurrency` keep-alive clients; wall seconds and batch latencies."""
     latencies: list[float] = []
     lock = threading.Lock()
@@ -78,7 +80,9 @@ def http_round(base: str, batches: list[bytes], concurrency: int) -> tuple[float
             local.client = httpx.Client(base_url=base, timeout=30)
         started = time.perf_counter()
         response = local.client.post(
-            "/v1/events", content=body, headers={"content-type": "application/json"}
+            "/v1/events",
+            content=body,
+            headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
         )
         elapsed = time.perf_counter() - started
         response.raise_for_status()
@@ -135,11 +139,12 @@ def main() -> None:
     http_rates, copy_rates, batched_rates, p99s, p50s = [], [], [], [], []
     with (
         scratch_database("recsys_bench_ingest") as url,
-        running_api(url, workers=args.workers) as base,
+        running_api(url, workers=args.workers, extra_env=bench_server_env()) as base,
     ):
+        key = bench_key(url, "events")
         for round_number in range(1, args.rounds + 1):
             empty_tables(url)
-            wall, latencies = http_round(base, batches, args.concurrency)
+            wall, latencies = http_round(base, batches, args.concurrency, key)
             http_rates.append(len(events) / wall)
             p50s.append(percentile(latencies, 50) * 1000)
             p99s.append(percentile(latencies, 99) * 1000)
