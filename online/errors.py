@@ -102,8 +102,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's documented shape (detail: loc, msg, type), plus our `error` code.
         errors = [
-            {"loc": [str(p) for p in e.get("loc", ())], "error": e.get("msg", "")}
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
         ]
         return json_response({"error": "invalid_request", "detail": errors}, 422)
@@ -145,6 +146,11 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     install_auth_handlers(app)
+
+    @app.exception_handler(psycopg.DataError)
+    async def _unstorable(_: Request, exc: psycopg.DataError) -> Response:
+        # Input the validators let through but PostgreSQL cannot hold (e.g. a NUL character).
+        return json_response({"error": "invalid_data", "detail": str(exc).splitlines()[0]}, 422)
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(psycopg.OperationalError)

@@ -38,10 +38,33 @@ ON CONFLICT (item_id) DO UPDATE
 """
 
 
+def nul_error(item: ItemIn) -> str | None:
+    """Why PostgreSQL could not store the item (a NUL character in its text), or None."""
+    if "\x00" in item.item_id or "\x00" in (item.category or ""):
+        return "item_id or category: must not contain the NUL character"
+    if "\\u0000" in json.dumps(item.attributes):
+        return "attributes: must not contain the NUL character"
+    return None
+
+
 def validate_items(body: bytes) -> tuple[list[ItemIn], list[Rejection]]:
     """Validate a JSON array of items; valid ones are kept even when others are not."""
+    valid, rejected = _validate_items(body)
+    kept: list[ItemIn] = []
+    for index, item in valid:
+        error = nul_error(item)
+        if error is None:
+            kept.append(item)
+        else:
+            rejected.append(Rejection(index, error))
+    rejected.sort(key=lambda r: r.index)
+    return kept, rejected
+
+
+def _validate_items(body: bytes) -> tuple[list[tuple[int, ItemIn]], list[Rejection]]:
+    """(index, item) of the valid items and the rejections, by position in the array."""
     try:
-        return _decode_batch(body), []
+        return list(enumerate(_decode_batch(body))), []
     except msgspec.DecodeError:
         pass
     try:
@@ -50,11 +73,11 @@ def validate_items(body: bytes) -> tuple[list[ItemIn], list[Rejection]]:
         raise MalformedBody("the body must be a JSON array of item objects") from None
     except msgspec.DecodeError as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}") from None
-    valid: list[ItemIn] = []
+    valid: list[tuple[int, ItemIn]] = []
     rejected: list[Rejection] = []
     for index, raw in enumerate(raw_items):
         try:
-            valid.append(_decode_one(raw))
+            valid.append((index, _decode_one(raw)))
         except msgspec.ValidationError as exc:
             rejected.append(Rejection(index, describe_error(exc)))
     return valid, rejected

@@ -25,16 +25,25 @@ def free_port() -> int:
 
 @contextmanager
 def running_api(
-    database_url: str, *, workers: int = 1, extra_env: dict[str, str] | None = None
+    database_url: str,
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    log_file: Path | None = None,
+    ready_path: str = "/healthz",
 ) -> Iterator[str]:
-    """Run `recsys serve` until the block ends; yields its base URL once /healthz answers."""
+    """Run `recsys serve` until the block ends; yields its base URL once `ready_path` answers.
+
+    With log_file the server's output goes there (read it when a test fails), rather than to
+    a pipe nobody drains while the block runs.
+    """
     port = free_port()
     env = {**os.environ, "RECSYS_DATABASE_URL": database_url, **(extra_env or {})}
     command = [RECSYS, "serve", "--port", str(port), "--workers", str(workers)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = _start(command, env, log_file)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_healthy(base, process)
+        _wait_until_healthy(base, process, path=ready_path)
         yield base
     finally:
         process.terminate()
@@ -47,14 +56,25 @@ def running_api(
             process.stdout.close()
 
 
-def _wait_until_healthy(base: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def _start(
+    command: list[str], env: dict[str, str], log_file: Path | None
+) -> subprocess.Popen[bytes]:
+    if log_file is None:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with open(log_file, "wb") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_until_healthy(
+    base: str, process: subprocess.Popen[bytes], *, path: str = "/healthz", timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            output = process.stdout.read().decode() if process.stdout else ""
+            output = process.stdout.read().decode() if process.stdout else "(see its log file)"
             raise RuntimeError(f"recsys serve exited with {process.returncode}:\n{output}")
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{base}{path}", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
