@@ -206,20 +206,12 @@ def bare_round(database_url: str, config: RetrainConfig) -> BareRound:
 
 
 def live_gate_note(params: ModelParams) -> str:
-    """What rounds 2+ do at the gate, judged the way run_retrain judges it.
-
-    run_retrain refits the live version's settings on the training split unless
-    `ModelParams.from_dict(live.params) == config.model`; live.params is `to_dict()`, which
-    resolves per-algorithm defaults, so unset knobs make the two differ though they train alike.
-    """
-    same = ModelParams.from_dict(params.to_dict()) == params
+    """What rounds 2+ do at the gate, judged the way run_retrain judges it (resolved params)."""
+    same = ModelParams.from_dict(params.to_dict()).to_dict() == params.to_dict()
     head = "rounds 2+ are gated against the previous round's live version (same settings): "
     if same:
         return head + "evaluation reuses the candidate's metrics (no extra refit)"
-    return (
-        head + "its recorded params compare unequal to the candidate's (defaults resolved vs "
-        "None), so the evaluate phase of rounds 2+ includes a refit of the live settings"
-    )
+    return head + "the evaluate phase of rounds 2+ includes a refit of the live settings"
 
 
 def phase_median(rounds: list[RetrainRound], phase: str, key: str) -> float:
