@@ -77,11 +77,11 @@ def serving_rounds(seconds: float, rounds: int, directory: Path) -> dict[str, li
                 while not serving(server, path.name, 2):
                     assert time.monotonic() < deadline, f"server not serving; see {log}"
                     time.sleep(0.5)
-                wrk(server.port, script, seconds=2, connections=32)  # warm up
+                wrk(server, script, seconds=2, connections=32)  # warm up
             for round_ in range(rounds):
                 order = [("on", on), ("off", off)]
                 for mode, server in order if round_ % 2 == 0 else order[::-1]:
-                    load = wrk(server.port, script, seconds=seconds, connections=32)
+                    load = wrk(server, script, seconds=seconds, connections=32)
                     rates[mode].append(load.rate)
                     print(
                         f"  serving, metering {mode:<3}: {load.rate:8,.0f} req/s "

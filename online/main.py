@@ -9,11 +9,13 @@ from fastapi import FastAPI
 
 from online.auth import KeyCache
 from online.errors import install_error_handlers
+from online.instrumentation import InstrumentationMiddleware
 from online.live_model import LiveModel
+from online.metering import Meter
 from online.ratelimit import KeyRateLimiter
 from online.recent import RecentEvents
 from online.reloader import Reloader
-from online.routes import admin, events, health, items, recommendations
+from online.routes import admin, bare, events, health, items, metrics, recommendations
 from shared.db import create_pool
 from shared.event_store import EventWriter
 from shared.events import EventRules
@@ -35,6 +37,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.pool = pool
         app.state.celery = None  # built on the first admin call that needs it (online.deps)
         app.state.recent_events = _recent_events(settings)
+        await meter.start(
+            app.state.live_model, app.state.rate_limiter.counters, app.state.recent_events
+        )
         reloader = Reloader(
             settings.require_database_url(),
             app.state.live_model,
@@ -45,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             reloader.stop()
+            await meter.stop()  # writes this process's usage, the open window included
             if app.state.celery is not None:
                 app.state.celery.close()
             if app.state.recent_events is not None:
@@ -63,12 +69,18 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.event_rules = EventRules.from_settings(settings)
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
     app.state.rate_limiter = KeyRateLimiter(settings)  # connects to Redis on first use
-    app.state.live_model = LiveModel()
+    app.state.meter = meter = Meter(settings)
+    app.state.live_model = LiveModel(observers=[meter])
+    if settings.metering:  # off: not a single instruction added to the request path
+        app.add_middleware(InstrumentationMiddleware, meter=meter.requests)
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(events.router)
     app.include_router(items.router)
     app.include_router(recommendations.router)
+    if settings.bench_routes:  # GET /v1/bench/fixed for bench/serve.py, routed like recs
+        app.include_router(bare.router)
     app.include_router(admin.router)
     return app
 

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1)
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=8, ge=1)
+    bench_routes: bool = Field(
+        default=False,
+        description="Mount GET /v1/bench/fixed (a fixed answer, no auth) for bench/serve.py; "
+        "leave off in production.",
+    )
 
     # API keys and per-key rate limits (online/auth.py, online/ratelimit.py).
     auth_cache_seconds: float = Field(
@@ -78,6 +83,11 @@ class Settings(BaseSettings):
     )
     recent_events_per_user: int = Field(default=50, ge=1, description="Kept for fold-in.")
     recent_events_ttl_seconds: int = Field(default=3 * 86400, ge=60)
+    metering: bool = Field(
+        default=True,
+        description="Meter each request: serving usage rows for the cost ledger and request "
+        "metrics on /metrics. Off: neither (the serving benchmark compares the two).",
+    )
 
     # Celery (the offline path) on Redis.
     redis_key_prefix: str = Field(

@@ -2,9 +2,11 @@
 
 `start_flusher(recorder, pool, interval=...)` starts a daemon thread that flushes every
 `interval` seconds and, when settings with daily budgets are given, logs a crossed daily
-budget once per day and path. `Flusher.stop()` flushes the open window before returning.
+budget once per day and path (and hands the paths over budget to `on_budgets`, e.g. for a
+gauge). `Flusher.stop()` flushes the open window before returning.
 
-Wiring into the API (online/main.py), once per process after the pool opens::
+Wiring into the API (done in online/metering.py, which gives the flusher a connection of its
+own per flush rather than the pool's), once per process after the pool opens::
 
     from shared.usage import UsageRecorder
     from shared.usage_flush import start_flusher
@@ -39,12 +41,13 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from shared.cost_queries import warn_on_daily_budgets
+from shared.cost_queries import BudgetStatus, warn_on_daily_budgets
 from shared.settings import Settings
 from shared.usage import UsageRecorder
 
 log = logging.getLogger(__name__)
 Connect = Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
+OnBudgets = Callable[[list[BudgetStatus]], None]
 BUDGET_CHECK_SECONDS = 300.0  # a daily budget needs no finer watch; each check is a query
 
 
@@ -85,11 +88,13 @@ class Flusher:
         *,
         interval: float,
         settings: Settings | None = None,
+        on_budgets: OnBudgets | None = None,
     ) -> None:
         self.recorder = recorder
         self._connect = connect
         self._interval = interval
         self._settings = settings
+        self._on_budgets = on_budgets
         self._warned: set[tuple[date, str]] = set()
         self._next_budget_check = 0.0
         self._stop = threading.Event()
@@ -124,7 +129,9 @@ class Flusher:
         self._next_budget_check = time.monotonic() + BUDGET_CHECK_SECONDS
         try:
             with self._connect() as conn:
-                warn_on_daily_budgets(conn, self._settings, already_warned=self._warned)
+                over = warn_on_daily_budgets(conn, self._settings, already_warned=self._warned)
+            if self._on_budgets is not None:
+                self._on_budgets(over)
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("daily budget not checked: %s", exc)
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from online.auth import require_scope
 from online.errors import NoModel, json_response
+from online.instrumentation import note_answer, note_no_model
 from online.live_model import LiveModel
 from online.recent import RecentEvents
 from online.recommender import RankedList, Recommender
@@ -69,6 +70,7 @@ def _live(request: Request) -> Recommender:
     live: LiveModel = request.app.state.live_model
     current = live.current
     if current is None:
+        note_no_model(request)
         raise NoModel()
     return current
 
@@ -120,6 +122,7 @@ async def recommendations(
         include_seen=include_seen,
         recent=events,
     )
+    note_answer(request, model.version, [ranked], fallbacks="user")
     return json_response(_list(model, ranked, user_id=user_id))
 
 
@@ -141,6 +144,7 @@ async def batch_recommendations(request: Request, body: BatchRequest) -> Respons
         include_seen=body.include_seen,
         recent=events,
     )
+    note_answer(request, model.version, ranked, fallbacks="user")
     results = [
         _list(model, answer, user_id=user)
         for user, answer in zip(body.user_ids, ranked, strict=True)
@@ -161,7 +165,9 @@ async def popular(
     category: Category = None,
 ) -> Response:
     model = _live(request)
-    return json_response(_list(model, model.popular(n=n, exclude=exclude, category=category)))
+    ranked = model.popular(n=n, exclude=exclude, category=category)
+    note_answer(request, model.version, [ranked])
+    return json_response(_list(model, ranked))
 
 
 @router.get(
@@ -182,6 +188,7 @@ async def similar(
 ) -> Response:
     model = _live(request)
     ranked = model.similar(item_id, n=n, exclude=exclude, category=category)
+    note_answer(request, model.version, [ranked], fallbacks="item")
     return json_response(_list(model, ranked, item_id=item_id))
 
 
@@ -190,6 +197,7 @@ async def live_model(request: Request) -> Response:
     model = _live(request)
     live: LiveModel = request.app.state.live_model
     manifest = model.manifest
+    note_answer(request, model.version)  # no list, but this version answered
     return json_response(
         {
             "model_version": model.version,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from shared.cli.context import cli_context
+from shared.cli.metrics_dir import prepare_multiprocess_dir
 
 
 def serve(
@@ -21,12 +24,16 @@ def serve(
     context.database_url()  # both resolved and exported before workers start
     context.redis_url()
     settings = context.settings
+    prepare_multiprocess_dir(settings.data_dir)  # before any worker imports prometheus_client
+    _one_blas_thread()
     uvicorn.run(
         "online.main:app_from_env",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
         workers=workers or settings.workers,
+        # uvloop sets TCP_NODELAY on every accepted socket; asyncio's loop loses it under
+        # --workers N (uvicorn #3149: ~40 ms per keep-alive request; bench/serve.py checks).
         loop="uvloop",
         http="httptools",
         log_level=log_level,
@@ -35,3 +42,18 @@ def serve(
         server_header=False,
         date_header=False,
     )
+
+
+def _one_blas_thread() -> None:
+    """One BLAS thread per API process unless OPENBLAS_NUM_THREADS says otherwise.
+
+    A request scores one user vector (a matrix-vector product, memory-bound): with a worker
+    per core, extra BLAS threads only compete with the other workers for the same cores and
+    spend more CPU per request (1 x 64 by 64 x 20,000: 156 us of CPU on one thread, ~200 us
+    over two). Spawned workers read the variable when they import numpy; with --workers 1
+    the app runs here, where numpy is already loaded.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threads = os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    threadpool_limits(int(threads), user_api="blas")
