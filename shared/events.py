@@ -107,8 +107,11 @@ def describe_error(error: msgspec.ValidationError) -> str:
 
 def check_rules(event: EventIn, *, rules: EventRules, now: datetime) -> Event:
     """Apply the rules that span fields or depend on settings and the clock."""
-    for name, text in (("user_id", event.user_id), ("item_id", event.item_id),
-                       ("event_id", event.event_id or "")):
+    for name, text in (
+        ("user_id", event.user_id),
+        ("item_id", event.item_id),
+        ("event_id", event.event_id or ""),
+    ):
         if "\x00" in text:  # PostgreSQL text cannot hold it
             raise InvalidEvent(f"{name}: must not contain the NUL character")
     value = event.value
