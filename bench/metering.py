@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import numpy as np
 import psycopg
 
 from bench.common import median, scratch_database
-from bench.serve import running, server_env, serving, wrk, wrk_script
+from bench.serve import running, server_env, serving, wait_until, wrk, wrk_script
 from bench.serve_fixtures import ModelSpec, publish, recommend_key, user_ids, write_model
 from offline.pipeline import run_retrain
 from offline.retrain_config import retrain_config
@@ -73,10 +74,7 @@ def serving_rounds(seconds: float, rounds: int, directory: Path) -> dict[str, li
         }
         with running(recsys, envs["on"], log) as on, running(recsys, envs["off"], log) as off:
             for server in (on, off):
-                deadline = time.monotonic() + 90
-                while not serving(server, path.name, 2):
-                    assert time.monotonic() < deadline, f"server not serving; see {log}"
-                    time.sleep(0.5)
+                wait_until(partial(serving, server, path.name, 2), f"serving; see {log}")
                 wrk(server, script, seconds=2, connections=32)  # warm up
             for round_ in range(rounds):
                 order = [("on", on), ("off", off)]
