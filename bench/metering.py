@@ -118,6 +118,7 @@ def training_rounds(events: int, rounds: int, directory: Path) -> dict[str, list
                         meter=meter,
                     )
                     walls[mode].append(time.perf_counter() - started)
+                    registry.finish_run(conn, run_id, status="skipped", reason="benchmark")
                 print(f"  retrain, metering {mode:<3}: {walls[mode][-1]:6.2f} s", flush=True)
     return walls
 
