@@ -1,15 +1,15 @@
-"""Per-request metering: a pure ASGI middleware that times each HTTP request and counts it.
+"""Per-request metering: a pure ASGI middleware that times each HTTP request and tallies it.
 
 For every request it takes the route template (`scope["route"].path` once routing matched,
-else "unmatched": raw paths would make one series per user id), the status, the latency and
-what a model route said it answered (`note_answer`: model version, items returned, fallback
-reasons, on `request.state`). It then records into the process's UsageRecorder (the cost
-ledger's serving rows) and adds to a RequestTally of plain dicts. Nothing touches Prometheus
-or does I/O on the request path: online/metering.py moves the tally into the Prometheus
-metrics once a second and before each scrape, off the request path, all on the event loop
-(so the tally needs no lock). Why not BaseHTTPMiddleware, nor Prometheus calls per request:
-both cost several microseconds a request (prometheus_client's multiprocess values write an
-mmap under a lock), the tally a fraction of one.
+else "unmatched": raw paths would make one series per user id), the method, the status, the
+latency and what a model route said it answered (`note_answer`: model version, items
+returned, fallback reasons, on `request.state`), and adds them to a RequestTally of plain
+dicts: one lookup, one bisect, a few additions. Nothing else happens on the request path:
+online/metering.py hands the tally to the UsageRecorder (the cost ledger's serving rows) and
+to the Prometheus metrics about once a second and before each scrape, on the event loop like
+the tallying (so the tally needs no lock). Why not BaseHTTPMiddleware, nor a recorder or
+Prometheus call per request: each costs more than the whole tally (prometheus_client's
+multiprocess values write an mmap under a lock; the recorder takes a lock too).
 """
 
 from __future__ import annotations
@@ -17,18 +17,17 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.usage import LATENCY_BOUNDS_MS
+from shared.usage import LATENCY_BOUNDS_MS, N_BUCKETS
 
 if TYPE_CHECKING:
     from online.recommender import RankedList
-    from shared.usage import UsageRecorder
 
 UNMATCHED = "unmatched"
 OTHER_METHOD = "other"
@@ -36,6 +35,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 ANSWER_KEY = "recsys_answer"  # on request.state, i.e. scope["state"]
 LATENCY_BOUNDS_S: tuple[float, ...] = tuple(ms / 1000.0 for ms in LATENCY_BOUNDS_MS)
 FallbackKind = Literal["user", "item"]
+CellKey = tuple[str, str, int, str | None]  # route, method, status, model version
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,33 +77,37 @@ def note_no_model(request: Request) -> None:
 
 
 @dataclass(slots=True)
-class LatencyTally:
-    """Requests of one (route, method, status): counts per Prometheus bucket (LATENCY_BOUNDS_S,
-    then +Inf) and the sum of their latencies in seconds."""
+class RequestCell:
+    """Requests of one route, method, status and model version since the last hand-over."""
 
-    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_S) + 1))
-    total: float = 0.0
+    # per latency bucket, as shared.usage.bucket_index() assigns them (the ledger's bounds)
+    counts: list[int] = field(default_factory=lambda: [0] * N_BUCKETS)
+    seconds: float = 0.0  # their latencies summed
+    items: int = 0
 
 
 @dataclass(slots=True)
 class RequestTally:
-    """Requests since the last publish; written and taken on the event loop only.
+    """Requests since the last hand-over; written and taken on the event loop only."""
 
-    One dict lookup a request: the request count is the sum of the bucket counts.
-    """
-
-    latency: dict[tuple[str, str, int], LatencyTally] = field(default_factory=dict)
+    cells: dict[CellKey, RequestCell] = field(default_factory=dict)
     fallbacks: Counter[str] = field(default_factory=Counter)
 
-    def add(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        latency = self.latency.get(key)
-        if latency is None:
-            latency = self.latency[key] = LatencyTally()
-        latency.counts[bisect_left(LATENCY_BOUNDS_S, seconds)] += 1
-        latency.total += seconds
+    def add(
+        self, route: str, method: str, status: int, seconds: float, answer: Answer | None
+    ) -> None:
+        key = (route, method, status, answer.model_version if answer else None)
+        cell = self.cells.get(key)
+        if cell is None:
+            cell = self.cells[key] = RequestCell()
+        cell.counts[bisect_left(LATENCY_BOUNDS_MS, seconds * 1000.0)] += 1
+        cell.seconds += seconds
+        if answer is not None:
+            cell.items += answer.items
+            if answer.cold_start or answer.popular_fill or answer.no_model:
+                self._add_fallbacks(answer)
 
-    def add_fallbacks(self, answer: Answer) -> None:
+    def _add_fallbacks(self, answer: Answer) -> None:
         if answer.cold_start:
             self.fallbacks["cold_start"] += answer.cold_start
         if answer.popular_fill:
@@ -114,10 +118,9 @@ class RequestTally:
 
 @dataclass(slots=True)
 class RequestMeter:
-    """Where the middleware counts: the tally, and the recorder once the lifespan made it."""
+    """The middleware's tally, handed over whole: the next request starts a new one."""
 
     tally: RequestTally = field(default_factory=RequestTally)
-    recorder: UsageRecorder | None = None
 
     def take(self) -> RequestTally:
         """Hand over the tally and start a new one (on the event loop, between requests)."""
@@ -126,7 +129,7 @@ class RequestMeter:
 
 
 class InstrumentationMiddleware:
-    """Times and counts each HTTP request into a RequestMeter; other scopes pass through."""
+    """Times and tallies each HTTP request into a RequestMeter; other scopes pass through."""
 
     def __init__(self, app: ASGIApp, *, meter: RequestMeter) -> None:
         self.app = app
@@ -139,11 +142,12 @@ class InstrumentationMiddleware:
             return
         status = 500  # what the client gets when the app raises before answering
 
-        async def send_and_note(message: Message) -> None:
+        def send_and_note(message: Message) -> Awaitable[None]:
+            # Not a coroutine: the caller awaits `send`'s own, one frame less per message.
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            return send(message)
 
         started = time.perf_counter()
         try:
@@ -159,14 +163,7 @@ class InstrumentationMiddleware:
             method = OTHER_METHOD  # clients choose methods: keep the label set bounded
         state = scope.get("state")
         answer: Answer | None = state.get(ANSWER_KEY) if state else None
-        meter = self.meter
-        meter.tally.add(template, method, status, seconds)
-        if answer is not None:
-            meter.tally.add_fallbacks(answer)
-        recorder = meter.recorder
-        if recorder is not None:
-            version, items = (answer.model_version, answer.items) if answer else (None, 0)
-            recorder.record(template, version, status, seconds, items)
+        self.meter.tally.add(template, method, status, seconds, answer)
 
     def _plain_route(self, scope: Scope) -> str:
         """The template of a plain Starlette route (FastAPI's /docs, /openapi.json), which

@@ -1,13 +1,14 @@
 """What one API process meters, and its life: started and stopped by the app's lifespan.
 
-- Requests: the middleware (online/instrumentation.py) fills a RequestMeter; with
-  RECSYS_METERING on, its UsageRecorder's windows are written by a flusher thread over a
+- `publish()` hands over what was counted since its last call: the middleware's request
+  tally (online/instrumentation.py) to the UsageRecorder and to the Prometheus metrics, and
+  the rate limiter's and recent-event store's counters, the model's age and the usage
+  backlog to the metrics. A task calls it every second (requests reach the recorder's
+  current window up to that late; a scrape answered by one worker sees the others' counts
+  that fresh), /metrics before each scrape, the shutdown once more.
+- With RECSYS_METERING on, the recorder's windows are written by a flusher thread over a
   connection of its own per flush (a pooled connection the database dropped during an
   outage would fail the shutdown flush), and the open window at shutdown.
-- Prometheus: `publish()` moves what was counted since the last call (request tallies, the
-  rate limiter's and the recent-event store's counters, the model's age, the usage backlog)
-  into the metrics; /metrics calls it before each scrape, and under `recsys serve` a task
-  calls it every second so a scrape answered by one worker sees the others' counts too.
 - Model swaps and refusals arrive from the reloader (a LiveModel observer); the daily
   budgets from the flusher thread's budget check.
 """
@@ -26,7 +27,7 @@ import psycopg
 
 from online.instrumentation import RequestMeter
 from online.live_model import LiveModel
-from online.prometheus import Metrics, mark_process_dead, multiprocess_dir
+from online.prometheus import Metrics, mark_process_dead
 from online.ratelimit import RateLimitCounters
 from online.recent import RecentEvents
 from online.recommender import Recommender
@@ -36,7 +37,7 @@ from shared.usage import UsageRecorder
 from shared.usage_flush import Flusher
 
 log = logging.getLogger(__name__)
-PUBLISH_SECONDS = 1.0  # how stale one worker's counts may be in another worker's scrape
+PUBLISH_SECONDS = 1.0  # how late requests reach the recorder, and other workers' scrapes
 FLUSH_CONNECT_TIMEOUT = 5  # seconds; the flusher thread waits this long on a dead database
 REALTIME_READS = ("fetch", "fetch_skipped")  # reads that left a list without recent events
 
@@ -51,6 +52,7 @@ class Meter:
         self._live: LiveModel | None = None
         self._rate_limits: RateLimitCounters | None = None
         self._recent: RecentEvents | None = None
+        self._recorder: UsageRecorder | None = None
         self._flusher: Flusher | None = None
         self._task: asyncio.Task[None] | None = None
         self._published: Counter[tuple[str, str]] = Counter()  # outside counters, as of last
@@ -63,7 +65,7 @@ class Meter:
         if self.settings.metering:
             recorder = UsageRecorder.from_settings(self.settings)
             recorder.set_model_version(live.version)
-            self.requests.recorder = recorder
+            self._recorder = recorder
             connect = partial(
                 psycopg.connect,
                 self.settings.require_database_url(),
@@ -76,11 +78,10 @@ class Meter:
                 settings=self.settings,
                 on_budgets=self.budgets_checked,
             ).start()
-        if multiprocess_dir() is not None:
-            self._task = asyncio.create_task(self._publish_every(PUBLISH_SECONDS))
+        self._task = asyncio.create_task(self._publish_every(PUBLISH_SECONDS))
 
     async def stop(self) -> None:
-        """Publish the last counts, write the usage (open window included), leave the files."""
+        """Hand over the last counts, write the usage (open window included), leave."""
         if self._task is not None:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
@@ -91,12 +92,21 @@ class Meter:
         mark_process_dead(os.getpid())
 
     def publish(self) -> None:
-        """Move everything counted since the last call into the Prometheus metrics."""
+        """Hand everything counted since the last call to the recorder and the metrics."""
         tally = self.requests.take()
-        metrics = self.metrics
-        for (route, method, status), latency in tally.latency.items():
-            metrics.requests.labels(route, method, str(status)).inc(sum(latency.counts))
-            metrics.observe_many(route, method, latency)
+        metrics, recorder = self.metrics, self._recorder
+        for (route, method, status, version), cell in tally.cells.items():
+            metrics.requests.labels(route, method, str(status)).inc(sum(cell.counts))
+            metrics.observe_many(route, method, cell)
+            if recorder is not None:
+                recorder.record_many(
+                    route,
+                    version,
+                    status,
+                    latency_buckets=cell.counts,
+                    busy_seconds=cell.seconds,
+                    items=cell.items,
+                )
         for reason, count in tally.fallbacks.items():
             metrics.fallbacks.labels(reason).inc(count)
         self._publish_rate_limits()
@@ -114,9 +124,8 @@ class Meter:
             self.metrics.model_info.labels(previous).set(0)
         self.metrics.model_info.labels(current.version).set(1)
         self.metrics.swaps.inc()
-        recorder = self.requests.recorder
-        if recorder is not None:
-            recorder.set_model_version(current.version)  # idle windows are charged to it
+        if self._recorder is not None:
+            self._recorder.set_model_version(current.version)  # idle windows are charged to it
 
     def model_refused(self, version: str) -> None:
         self.metrics.refused.inc()
@@ -175,7 +184,7 @@ class Meter:
             self.metrics.model_age.set(time.time() - current.created_at.timestamp())
 
     def _publish_usage(self) -> None:
-        recorder = self.requests.recorder
+        recorder = self._recorder
         if recorder is not None:
             self.metrics.usage_pending_rows.set(recorder.pending_rows)
             if delta := self._delta("usage", "dropped_requests", recorder.dropped_requests):

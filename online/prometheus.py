@@ -21,9 +21,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 
-from online.instrumentation import LATENCY_BOUNDS_S, LatencyTally
+from online.instrumentation import LATENCY_BOUNDS_S, RequestCell
 from shared.cost_queries import PATHS
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable
@@ -32,7 +33,10 @@ RATE_LIMIT_COUNTS = ("fail_open", "rejected", "unavailable")
 
 
 def multiprocess_dir() -> str | None:
-    """The multiprocess directory when `recsys serve` set one, else None (one process)."""
+    """The directory of multiprocess mode, None in one-process mode: prometheus_client chose
+    the mode when first imported, so a variable set later (or unset) does not count."""
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        return None
     return os.environ.get(MULTIPROC_ENV) or None
 
 
@@ -139,17 +143,17 @@ class Metrics:
         for path in PATHS:
             self.budget_exceeded.labels(path)
 
-    def observe_many(self, route: str, method: str, tally: LatencyTally) -> None:
-        """Add a tally of latencies to the histogram at once.
+    def observe_many(self, route: str, method: str, cell: RequestCell) -> None:
+        """Add a tally cell's latencies to the histogram at once.
 
         prometheus_client has no bulk observe, and calling observe() per request is what the
         tally avoids; its children keep one value per bucket (not cumulative) and a sum.
         """
         child = self.latency.labels(route, method)
-        for bucket, count in zip(child._buckets, tally.counts, strict=True):
+        for bucket, count in zip(child._buckets, cell.counts, strict=True):
             if count:
                 bucket.inc(count)
-        child._sum.inc(tally.total)
+        child._sum.inc(cell.seconds)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format of every metric: all workers' under `recsys serve`, else this app's."""

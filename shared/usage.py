@@ -1,8 +1,10 @@
 """Serving counters of one API process, kept in memory and written per window, never per request.
 
-`UsageRecorder.record()` runs on the request path: a lock, a few additions, no I/O. Counts are
-kept per (window, route, model version); a window closes when a request or a flush finds the
-clock past its end. `flush(conn)` writes the closed windows in one multi-row INSERT (chunked
+`UsageRecorder.record()` runs on the request path: a lock, a few additions, no I/O;
+`record_many()` takes requests already tallied elsewhere in one call (the API's middleware
+hands over its tally about once a second: online/metering.py). Counts are kept per (window,
+route, model version); a window closes when a record or a flush finds the clock past its
+end. `flush(conn)` writes the closed windows in one multi-row INSERT (chunked
 in one transaction when a backlog is large); rows stay in memory while the database is
 unreachable, up to a bound past which the oldest are dropped, counted and logged.
 
@@ -124,6 +126,18 @@ class _Counter:
         self.items += items
         self.buckets[bucket_index(latency_s * 1000.0)] += 1
 
+    def add_many(self, status: int, buckets: Sequence[int], busy_s: float, items: int) -> None:
+        count = sum(buckets)
+        self.busy_seconds += max(busy_s, 0.0)
+        if status == THROTTLED:
+            self.throttled += count
+            return
+        self.requests += count
+        self.errors += count if status >= 500 else 0
+        self.items += items
+        for i, n in enumerate(buckets):
+            self.buckets[i] += n
+
 
 @dataclass
 class _Window:
@@ -189,15 +203,29 @@ class UsageRecorder:
         """Count one answered request (status 429: one refused by the rate limiter)."""
         now = self._clock()
         with self._lock:
-            if now >= self._window.end:
-                self._advance(now)
-            if model_version is not None:
-                self._model_version = model_version
-            key = (route, model_version)
-            counter = self._window.counters.get(key)
-            if counter is None:
-                counter = self._window.counters[key] = _Counter()
-            counter.add(status, latency_s, items)
+            self._counter(now, route, model_version).add(status, latency_s, items)
+
+    def record_many(
+        self,
+        route: str,
+        model_version: str | None,
+        status: int,
+        *,
+        latency_buckets: Sequence[int],
+        busy_seconds: float,
+        items: int = 0,
+    ) -> None:
+        """Count requests of one route, version and status at once: `latency_buckets` holds
+        how many fell in each bucket (as bucket_index() assigns them), `busy_seconds` their
+        latencies summed. For callers that tally per request and hand over in batches (the
+        API's middleware, online/instrumentation.py): the batch lands in the current window.
+        """
+        if len(latency_buckets) != N_BUCKETS:
+            raise ValueError(f"{len(latency_buckets)} latency buckets; expected {N_BUCKETS}")
+        now = self._clock()
+        with self._lock:
+            counter = self._counter(now, route, model_version)
+            counter.add_many(status, latency_buckets, busy_seconds, items)
 
     def set_model_version(self, model_version: str | None) -> None:
         """Say which version is loaded now, so idle windows are charged to it (the reloader)."""
@@ -242,6 +270,18 @@ class UsageRecorder:
             self._apply_bound()
 
     # --- inside the lock ----------------------------------------------------------------
+
+    def _counter(self, now: float, route: str, model_version: str | None) -> _Counter:
+        """The open window's counter of (route, version), after closing windows that ended."""
+        if now >= self._window.end:
+            self._advance(now)
+        if model_version is not None:
+            self._model_version = model_version
+        key = (route, model_version)
+        counter = self._window.counters.get(key)
+        if counter is None:
+            counter = self._window.counters[key] = _Counter()
+        return counter
 
     def _aligned(self, at: float) -> float:
         return at - at % self.window_seconds

@@ -143,6 +143,13 @@ def test_fallbacks_are_counted_by_reason(shop: Settings, auth_headers: dict[str,
     assert value(samples, fallbacks, reason="no_model") == 0
     assert value(samples, "recsys_ratelimit_fail_open_total", scope="recommend") == 3
     assert value(samples, "recsys_ratelimit_redis_errors_total") >= 1
+    with psycopg.connect(shop.require_database_url()) as conn:
+        written = conn.execute(
+            "SELECT model_version, sum(requests), sum(items) FROM inference_usage "
+            "WHERE route = %s GROUP BY 1",
+            (USER_ROUTE,),
+        ).fetchall()
+    assert written == [(row[0], 2, len(cold["items"]) + len(filled["items"]))]
 
 
 def test_no_model_is_a_fallback_and_its_usage_has_no_version(
@@ -244,9 +251,9 @@ def test_a_tally_published_at_once_equals_observing_each_request() -> None:
     bulk, one_by_one = Metrics(), Metrics()
     tally = RequestTally()
     for seconds in latencies:
-        tally.add("/r", "GET", 200, seconds)
+        tally.add("/r", "GET", 200, seconds, None)
         one_by_one.latency.labels("/r", "GET").observe(seconds)
-    bulk.observe_many("/r", "GET", tally.latency["/r", "GET", 200])
+    bulk.observe_many("/r", "GET", tally.cells["/r", "GET", 200, None])
 
     def histogram(metrics: Metrics) -> dict[tuple[str, str], float]:
         [family] = [f for f in metrics.registry.collect() if f.name == metrics.latency._name]

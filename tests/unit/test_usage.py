@@ -205,6 +205,39 @@ def test_concurrent_records_are_all_counted() -> None:
     assert sum(r.requests for r in rows) == 16_000
 
 
+def test_record_many_counts_like_one_record_per_request() -> None:
+    clocks = FakeClocks()
+    one_by_one, batched = recorder(clocks), recorder(clocks)
+    answers = [(200, 0.004, 10), (200, 0.0005, 10), (503, 0.2, 0), (429, 0.0001, 0)]
+    for status in (200, 503, 429):
+        of_status = [(s, latency, items) for s, latency, items in answers if s == status]
+        buckets = [0] * N_BUCKETS
+        for _, latency, items in of_status:
+            one_by_one.record(REC, "v1", status, latency, items=items)
+            buckets[bucket_index(latency * 1000.0)] += 1
+        batched.record_many(
+            REC,
+            "v1",
+            status,
+            latency_buckets=buckets,
+            busy_seconds=sum(latency for _, latency, _ in of_status),
+            items=sum(items for _, _, items in of_status),
+        )
+    clocks.advance(60)
+    [expected] = one_by_one.take_pending()
+    [got] = batched.take_pending()
+    assert (got.requests, got.errors, got.throttled, got.items) == (3, 1, 1, 20)
+    assert got.latency_buckets == expected.latency_buckets
+    assert (got.requests, got.errors, got.throttled, got.items) == (
+        expected.requests,
+        expected.errors,
+        expected.throttled,
+        expected.items,
+    )
+    with pytest.raises(ValueError, match="latency buckets"):
+        batched.record_many(REC, "v1", 200, latency_buckets=[1], busy_seconds=0.1)
+
+
 @pytest.mark.parametrize(
     ("latency_ms", "bucket"),
     [(0.0, 0), (0.5, 0), (0.51, 1), (1.0, 1), (10.0, 6), (10_000.0, 21), (10_001.0, 22)],
