@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from offline.dataset import ConfidenceSettings
 from offline.training import ModelParams
+from shared.serving_strategy import ServingStrategy
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from offline.retrain_settings import StoredSettings
 
 
 @dataclass(frozen=True)
@@ -26,16 +30,31 @@ class RetrainConfig:
     gate_tolerance: float
     final_fit: bool
     keep_versions: int
+    serving: ServingStrategy = field(default_factory=ServingStrategy)
 
     def to_dict(self) -> dict[str, Any]:
         plain = asdict(self)
         plain["confidence"] = self.confidence.to_dict()
         plain["model"] = self.model.to_dict()
+        plain["serving"] = self.serving.to_dict()
         return plain
 
 
-def retrain_config(settings: Settings) -> RetrainConfig:
-    """Read the retrain settings; unset model knobs keep ModelParams' defaults."""
+def retrain_config(settings: Settings, stored: StoredSettings | None = None) -> RetrainConfig:
+    """Read the retrain settings; unset model knobs keep ModelParams' defaults.
+
+    `stored` (the newest `retrain_settings` row: the tradeoff lab's or the tuner's choice)
+    overrides the model and serving fields it names; the environment fills the rest.
+    """
+    config = _from_environment(settings)
+    if stored is None:
+        return config
+    model = ModelParams.from_dict({**asdict(config.model), **stored.model})
+    serving = ServingStrategy.from_dict({**config.serving.to_dict(), **stored.serving})
+    return replace(config, model=model, serving=serving)
+
+
+def _from_environment(settings: Settings) -> RetrainConfig:
     defaults = ModelParams()
     model = ModelParams(
         algorithm=settings.algorithm,
@@ -72,6 +91,7 @@ def retrain_config(settings: Settings) -> RetrainConfig:
         gate_tolerance=settings.gate_tolerance,
         final_fit=settings.final_fit,
         keep_versions=settings.keep_versions,
+        serving=ServingStrategy(name=settings.serving_strategy),
     )
 
 

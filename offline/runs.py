@@ -21,6 +21,7 @@ import psycopg
 
 from offline.pipeline import NoTrainingData, PhaseCallback, RetrainResult, run_retrain
 from offline.retrain_config import retrain_config
+from offline.retrain_settings import settings_in_force
 from shared import artifacts, cost_queries, costs, registry
 from shared.db import LOCK_RETRAIN
 from shared.metering import HostInfo, Meter, PhaseMeasurement, PhaseProgress
@@ -157,7 +158,7 @@ def _execute(
         result = run_retrain(
             conn,
             run_id=run.run_id,
-            config=retrain_config(settings),
+            config=retrain_config(settings, settings_in_force(conn)),
             artifact_dir=settings.artifact_dir,
             meter=meter,
             on_phase=progress,

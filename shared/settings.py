@@ -139,6 +139,11 @@ class Settings(BaseSettings):
         description="Test users sampled for evaluation (scoring them "
         "all costs as much as a fit on large shops; 5,000 keep NDCG's standard error ~0.005).",
     )
+    serving_strategy: Literal["exact", "precomputed", "batched", "ann", "float16"] = Field(
+        default="exact",
+        description="How the API ranks a version's items (shared/serving_strategy.py); "
+        "recorded in the version, so a change takes effect with the next retrain.",
+    )
     gate_metric: Literal["ndcg", "map", "precision", "recall"] = "ndcg"
     gate_tolerance: float = Field(
         default=0.02, ge=0, lt=1, description="Largest relative loss against the live version."

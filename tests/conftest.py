@@ -35,6 +35,8 @@ TABLES_TO_CLEAN = (
     "model_versions",
     "training_runs",
     "api_keys",
+    "retrain_settings",
+    "tuning_runs",
     "training_phase_usage",
     "inference_usage",
 )
