@@ -16,22 +16,20 @@ from typing import Any
 
 import numpy as np
 import psycopg
-import scipy.sparse as sp
 
-from offline.dataset import EventColumns, InteractionMatrix, build_matrix, interactions
-from offline.evaluation import (
-    Decision,
-    RankingMetrics,
-    choose_cutoff,
-    drop_seen,
-    popularity_ranking,
-    ranking_metrics,
-    should_promote,
-    time_split,
+from offline.dataset import EventColumns, InteractionMatrix, interactions
+from offline.evaluation import Decision, RankingMetrics, should_promote
+from offline.holdout import (
+    Holdout,
+    NoTrainingData,
+    build_matrix_for,
+    popularity_metrics,
+    score_model,
+    time_split_holdout,
 )
 from offline.loading import load_events, window_start
 from offline.retrain_config import RetrainConfig
-from offline.training import ModelParams, TrainedFactors, fit, top_k
+from offline.training import ModelParams, TrainedFactors, fit
 from shared import artifacts, registry
 from shared.metering import Meter, PhaseMeasurement, PhaseProgress
 
@@ -41,10 +39,6 @@ PhaseCallback = Callable[[str, list[PhaseMeasurement]], None]
 IterationCallback = Callable[[PhaseProgress, int], None]
 
 
-class NoTrainingData(RuntimeError):
-    """The window holds too few events to split, train and evaluate."""
-
-
 @dataclass
 class RetrainResult:
     status: str  # "promoted" | "rejected"
@@ -52,14 +46,6 @@ class RetrainResult:
     reason: str
     metrics: dict[str, Any]
     phases: list[PhaseMeasurement] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Split:
-    train: InteractionMatrix
-    relevant: sp.csr_matrix  # test interactions not seen in training, aligned with train
-    users: np.ndarray  # train rows with at least one relevant test item
-    cutoff: float
 
 
 def run_retrain(
@@ -93,8 +79,8 @@ def run_retrain(
         since = window_start(newest, config.window_days)
         events = load_events(conn, since=since)
     with phase("build"):
-        split = _split(events, config)
-        full = _build(events, config)
+        split = time_split_holdout(events, config)
+        full = build_matrix_for(events, config)
     with phase("fit") as progress:
         candidate = fit(split.train, config.model, on_iteration=iterations(progress))
     with phase("evaluate") as progress:
@@ -148,38 +134,9 @@ def _watermarks(conn: psycopg.Connection) -> tuple[datetime | None, datetime | N
     return (row[0], row[1]) if row else (None, None)
 
 
-def _build(events: EventColumns, config: RetrainConfig, **axes: Any) -> InteractionMatrix:
-    return build_matrix(
-        events,
-        confidence=config.confidence,
-        reference_time=float(events.occurred_at.max()),
-        min_user_events=config.min_user_events,
-        min_item_events=config.min_item_events,
-        **axes,
-    )
-
-
-def _split(events: EventColumns, config: RetrainConfig) -> _Split:
-    """Train on events before a time cutoff; test on each user's later, unseen items."""
-    if len(events) < 10:
-        raise NoTrainingData(f"only {len(events)} events in the window")
-    cutoff = choose_cutoff(events.occurred_at, test_fraction=config.test_fraction)
-    before, after = time_split(events, cutoff=cutoff)
-    train = _build(before, config)
-    test = _build(after, config, user_ids=train.user_ids, item_ids=train.item_ids)
-    relevant = drop_seen((test.matrix > 0).astype(np.float32).tocsr(), train.matrix)
-    users = np.flatnonzero(np.diff(relevant.indptr) > 0)
-    if len(users) > config.max_eval_users:  # a fixed sample, so reruns compare like with like
-        rng = np.random.default_rng(config.model.random_state)
-        users = np.sort(rng.choice(users, size=config.max_eval_users, replace=False))
-    if train.matrix.nnz == 0 or len(users) == 0:
-        raise NoTrainingData("the time split left no training data or no test users")
-    return _Split(train, relevant, users, cutoff)
-
-
 def _evaluate(
     candidate: TrainedFactors,
-    split: _Split,
+    split: Holdout,
     config: RetrainConfig,
     *,
     live: registry.ModelVersion | None,
@@ -190,18 +147,9 @@ def _evaluate(
     The live version's published factors have usually seen the holdout, so its settings are
     refit on the same training split instead (skipped when they equal the candidate's).
     """
-    n_items = split.train.shape[1]
-    scored = _rank(candidate, split, config.k)
     results: dict[str, Any] = {
-        "candidate": ranking_metrics(
-            scored, split.relevant[split.users], k=config.k, n_items=n_items
-        ).to_dict(),
-        "popularity": ranking_metrics(
-            popularity_ranking(split.train.matrix, split.users, k=config.k),
-            split.relevant[split.users],
-            k=config.k,
-            n_items=n_items,
-        ).to_dict(),
+        "candidate": score_model(candidate, split, config.k).to_dict(),
+        "popularity": popularity_metrics(split, config.k).to_dict(),
         "cutoff": datetime.fromtimestamp(split.cutoff, UTC).isoformat(),
     }
     if live is not None:
@@ -211,20 +159,8 @@ def _evaluate(
             results["live"] = results["candidate"]
         else:
             refit = fit(split.train, live_params, on_iteration=on_iteration)
-            results["live"] = ranking_metrics(
-                _rank(refit, split, config.k),
-                split.relevant[split.users],
-                k=config.k,
-                n_items=n_items,
-            ).to_dict()
+            results["live"] = score_model(refit, split, config.k).to_dict()
     return results
-
-
-def _rank(model: TrainedFactors, split: _Split, k: int) -> np.ndarray:
-    items, _ = top_k(
-        model.user_factors, model.item_factors, split.users, k=k, exclude=split.train.matrix
-    )
-    return items
 
 
 def _gate(metrics: dict[str, Any], config: RetrainConfig, *, has_live: bool) -> Decision:
@@ -282,7 +218,7 @@ def _data_summary(
 def _manifest(
     config: RetrainConfig,
     events: EventColumns,
-    split: _Split,
+    split: Holdout,
     matrix: InteractionMatrix,
     metrics: dict[str, Any],
     since: datetime | None,
