@@ -10,8 +10,6 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from shared.settings import EVENT_TYPES
@@ -249,6 +247,11 @@ def _axis(
 
 def _positions(dictionary: np.ndarray, space: np.ndarray) -> np.ndarray:
     """For each id of `dictionary`, its position in `space` (distinct ids), or -1."""
+    # Imported here: the API imports this module for fold-in and never aligns axes, and
+    # pyarrow would add ~27 MiB to every API worker.
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     found = pc.index_in(pa.array(dictionary, type=pa.string()), pa.array(space, type=pa.string()))
     return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int32)
 
