@@ -34,6 +34,7 @@ __all__ = [
 
 _EMPTY = np.empty(0, dtype=np.int64)
 _GATHER_BELOW = 0.25  # score only a category's rows when it holds under this share of items
+_TOPK_BLOCK = 128  # items per block when looking for the top k (top_positions)
 
 
 class IdIndex:
@@ -143,14 +144,41 @@ def top_positions(scores: np.ndarray, k: int, *, floor: float) -> np.ndarray:
     """Positions of the (at most) k highest scores strictly above `floor`, best first.
 
     Banned entries hold -inf and never qualify. Ties go to the lower position, so the answer
-    is deterministic. O(len(scores)) by argpartition; only the k winners are sorted.
+    is deterministic. The k-th best score is found among a few blocks' items only
+    (`_candidate_positions`), then every item at least that good is sorted.
     """
     k = min(k, len(scores))
     if k <= 0:
         return _EMPTY
-    part = np.argpartition(scores, -k)[-k:] if k < len(scores) else np.arange(len(scores))
-    part = part[scores[part] > floor]
-    return part[np.lexsort((part, -scores[part]))].astype(np.int64)
+    candidates = _candidate_positions(scores, k)
+    values = scores[candidates]
+    if k < len(candidates):  # keep all ties of the k-th best, so the lowest positions win
+        kth = np.partition(values, -k)[-k]
+        keep = values >= kth
+        candidates, values = candidates[keep], values[keep]
+    keep = values > floor
+    candidates, values = candidates[keep], values[keep]
+    return candidates[np.lexsort((candidates, -values))][:k].astype(np.int64)
+
+
+def _candidate_positions(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions sure to include every score >= the k-th best: the items of the blocks whose
+    maximum reaches the k-th best block maximum.
+
+    Why it is enough: k blocks have a maximum >= that threshold t, so at least k items score
+    >= t and the k-th best score v is >= t; any block holding an item >= v has its maximum
+    >= t. Selecting among a few thousand items instead of all of them matters: numpy's
+    argpartition over 100,000 scores costs about as much as computing them.
+    """
+    n = len(scores)
+    full = n - n % _TOPK_BLOCK
+    if k * _TOPK_BLOCK * 4 > full:  # too few blocks to gain anything
+        return np.arange(n)
+    maxima = scores[:full].reshape(-1, _TOPK_BLOCK).max(axis=1)
+    threshold = np.partition(maxima, -k)[-k]
+    blocks = np.flatnonzero(maxima >= threshold)
+    inside = (blocks[:, None] * _TOPK_BLOCK + np.arange(_TOPK_BLOCK)).ravel()
+    return np.concatenate([inside, np.arange(full, n)])
 
 
 def positions_in(candidates: np.ndarray | None, items: np.ndarray) -> np.ndarray:
