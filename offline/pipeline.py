@@ -29,9 +29,11 @@ from offline.holdout import (
 )
 from offline.loading import load_events, window_start
 from offline.retrain_config import RetrainConfig
+from offline.serving_build import serving_arrays
 from offline.training import ModelParams, TrainedFactors, fit
 from shared import artifacts, registry
 from shared.metering import Meter, PhaseMeasurement, PhaseProgress
+from shared.serving_strategy import ServingStrategy
 
 log = logging.getLogger(__name__)
 PhaseCallback = Callable[[str, list[PhaseMeasurement]], None]
@@ -97,7 +99,7 @@ def run_retrain(
         path = artifacts.write_version(
             artifact_dir,
             version,
-            _arrays(published, matrix, events),
+            _arrays(published, matrix, events, serving=config.serving),
             manifest_fields=_manifest(config, events, split, matrix, metrics, since, newest),
         )
     status = "promoted" if decision.promote else "rejected"
@@ -178,16 +180,21 @@ def _version_name(run_id: uuid.UUID) -> str:
 
 
 def _arrays(
-    model: TrainedFactors, matrix: InteractionMatrix, events: EventColumns
+    model: TrainedFactors,
+    matrix: InteractionMatrix,
+    events: EventColumns,
+    *,
+    serving: ServingStrategy | None = None,
 ) -> dict[str, Any]:
-    """What the API needs: factors, id maps, seen items and item popularity.
+    """What the API needs: factors, id maps, seen items, item popularity, and the arrays
+    of the serving strategy (offline.serving_build; none for exact and batched).
 
     "Seen" holds every event of the window on the published axes, whatever its weight: an
     item a user rated low, or saw after the evaluation cutoff, is never recommended to them.
     """
     seen = interactions(events, user_ids=matrix.user_ids, item_ids=matrix.item_ids)
     popularity = np.asarray(seen.sum(axis=0)).ravel().astype(np.float32)
-    return {
+    arrays: dict[str, Any] = {
         "user_factors": np.ascontiguousarray(model.user_factors, dtype=np.float32),
         "item_factors": np.ascontiguousarray(model.item_factors, dtype=np.float32),
         "user_ids": np.asarray(matrix.user_ids),
@@ -195,6 +202,15 @@ def _arrays(
         "seen": seen,
         "item_popularity": popularity,
     }
+    if serving is not None:  # activity: distinct items seen in the window
+        arrays |= serving_arrays(
+            serving,
+            user_factors=arrays["user_factors"],
+            item_factors=arrays["item_factors"],
+            seen=seen,
+            user_activity=np.diff(seen.indptr),
+        )
+    return arrays
 
 
 def _data_summary(
@@ -233,4 +249,5 @@ def _manifest(
             "trained_on": "window" if matrix is not split.train else "training split",
         },
         "metrics": metrics,
+        "serving": config.serving.to_dict(),
     }

@@ -1,4 +1,8 @@
-"""The retrain schedule in Redis (RedBeat): operators set, pause and resume it at runtime.
+"""The retrain and tune schedules in Redis (RedBeat): operators set, pause and resume them.
+
+Two entries at most: the retrain (e.g. daily) and the hyper-parameter search (e.g. weekly,
+offline/tuning.py); a tune that finds better settings saves them, and every later retrain
+uses them, so "a weekly tune, a daily refit with the best settings" is these two entries.
 
 A cron expression in UTC becomes a Celery crontab. In another time zone it becomes an RRULE
 anchored in that zone (RedBeat stores crontabs without a zone, but keeps a zoned dtstart), so
@@ -7,7 +11,7 @@ anchored in that zone (RedBeat stores crontabs without a zone, but keeps a zoned
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,10 +22,13 @@ from celery.schedules import crontab
 from redbeat.schedulers import RedBeatSchedulerEntry
 from redbeat.schedules import rrule
 
-from offline.tasks import RETRAIN_SCHEDULED, SWEEP_RUNS
+from offline.celery_app import TRAINING_QUEUE
+from offline.tasks import RETRAIN_SCHEDULED, SWEEP_RUNS, TUNE
 from shared.redis_url import redis_py_url
 
 RETRAIN_ENTRY = "recsys-retrain"
+TUNE_ENTRY = "recsys-tune"
+ENTRIES = {"retrain": RETRAIN_ENTRY, "tune": TUNE_ENTRY}
 SWEEP_ENTRY = "recsys-sweep-runs"
 SWEEP_EVERY_SECONDS = 300
 
@@ -40,6 +47,13 @@ class ScheduleInfo:
     total_run_count: int
 
 
+@dataclass(frozen=True)
+class TuneScheduleInfo(ScheduleInfo):
+    """The tune entry also carries the search's budget and options (the task's kwargs)."""
+
+    options: dict[str, Any]
+
+
 def parse_cron(expression: str, timezone: str) -> Any:
     """A schedule object RedBeat can store, from 'minute hour day-of-month month day-of-week'."""
     fields = expression.split()
@@ -50,7 +64,15 @@ def parse_cron(expression: str, timezone: str) -> Any:
     except (ZoneInfoNotFoundError, ValueError):
         raise ScheduleError(f"unknown time zone {timezone!r}") from None
     try:
-        cron = crontab(*fields)
+        # By name: crontab's positional order (minute, hour, day_of_week, ...) is not cron's.
+        minute, hour, day_of_month, month, day_of_week = fields
+        cron = crontab(
+            minute=minute,
+            hour=hour,
+            day_of_week=day_of_week,
+            day_of_month=day_of_month,
+            month_of_year=month,
+        )
     except ValueError as exc:
         raise ScheduleError(f"bad cron expression {expression!r}: {exc}") from None
     if timezone == "UTC":
@@ -80,11 +102,64 @@ def set_retrain_schedule(app: Celery, *, cron: str, timezone: str = "UTC") -> Sc
     return info
 
 
+def set_tune_schedule(
+    app: Celery,
+    *,
+    cron: str,
+    timezone: str = "UTC",
+    max_trials: int | None = None,
+    max_cost: float | None = None,
+    metric: str = "ndcg",
+    algorithm: str = "als",
+    apply: bool = True,
+) -> TuneScheduleInfo:
+    """Create or replace the tune entry (enabled); its budget is checked here, not at 3 a.m."""
+    from offline.tuning_space import SearchSpace, check_budgets
+
+    check_budgets(max_trials, max_cost, metric)
+    SearchSpace.default(algorithm)  # raises on an unknown algorithm
+    schedule = parse_cron(cron, timezone)
+    options: dict[str, Any] = {
+        "max_trials": max_trials,
+        "max_cost": max_cost,
+        "metric": metric,
+        "algorithm": algorithm,
+        "apply": apply,
+        "trigger": "schedule",
+    }
+    RedBeatSchedulerEntry(
+        TUNE_ENTRY, TUNE, schedule, kwargs=options, options={"queue": TRAINING_QUEUE}, app=app
+    ).save()
+    _client(app).hset(_meta_key(app, TUNE_ENTRY), mapping={"cron": cron, "timezone": timezone})
+    info = tune_schedule(app)
+    assert info is not None
+    return info
+
+
+def tune_schedule(app: Celery) -> TuneScheduleInfo | None:
+    """The tune entry with its budget, or None when none is set."""
+    entry = _entry(app, TUNE_ENTRY)
+    info = _info(app, TUNE_ENTRY)
+    if entry is None or info is None:
+        return None
+    return TuneScheduleInfo(**asdict(info), options=dict(entry.kwargs))
+
+
+def list_schedules(app: Celery) -> dict[str, ScheduleInfo]:
+    """Every entry that is set, by kind ("retrain", "tune")."""
+    found = {"retrain": retrain_schedule(app), "tune": tune_schedule(app)}
+    return {kind: info for kind, info in found.items() if info is not None}
+
+
 def retrain_schedule(app: Celery) -> ScheduleInfo | None:
-    entry = _entry(app)
+    return _info(app, RETRAIN_ENTRY)
+
+
+def _info(app: Celery, name: str) -> ScheduleInfo | None:
+    entry = _entry(app, name)
     if entry is None:
         return None
-    raw: dict[bytes, bytes] = _client(app).hgetall(_meta_key(app))  # type: ignore[assignment]
+    raw: dict[bytes, bytes] = _client(app).hgetall(_meta_key(app, name))  # type: ignore[assignment]
     meta = {key.decode(): value.decode() for key, value in raw.items()}
     last = entry.last_run_at if entry.total_run_count else None
     return ScheduleInfo(
@@ -97,20 +172,20 @@ def retrain_schedule(app: Celery) -> ScheduleInfo | None:
     )
 
 
-def set_enabled(app: Celery, enabled: bool) -> ScheduleInfo:
-    """Pause (False) or resume (True) the retrain entry without forgetting it."""
-    entry = _entry(app)
+def set_enabled(app: Celery, enabled: bool, kind: str = "retrain") -> ScheduleInfo:
+    """Pause (False) or resume (True) the retrain (or tune) entry without forgetting it."""
+    entry = _entry(app, ENTRIES[kind])
     if entry is None:
-        raise ScheduleError("no retrain schedule is set; use `recsys schedule set --cron ...`")
+        raise ScheduleError(f"no {kind} schedule is set; use `recsys schedule set --cron ...`")
     entry.enabled = enabled
     entry.save()
-    info = retrain_schedule(app)
+    info = tune_schedule(app) if kind == "tune" else retrain_schedule(app)
     assert info is not None
     return info
 
 
-def _entry(app: Celery) -> RedBeatSchedulerEntry | None:
-    key = f"{app.conf.redbeat_key_prefix}{RETRAIN_ENTRY}"
+def _entry(app: Celery, name: str = RETRAIN_ENTRY) -> RedBeatSchedulerEntry | None:
+    key = f"{app.conf.redbeat_key_prefix}{name}"
     try:
         return RedBeatSchedulerEntry.from_key(key, app=app)
     except KeyError:
@@ -126,5 +201,5 @@ def _client(app: Celery) -> redis.Redis:
     return redis.Redis.from_url(redis_py_url(app.conf.redbeat_redis_url))
 
 
-def _meta_key(app: Celery) -> str:
-    return f"{app.conf.redbeat_key_prefix}{RETRAIN_ENTRY}:recsys-meta"
+def _meta_key(app: Celery, name: str = RETRAIN_ENTRY) -> str:
+    return f"{app.conf.redbeat_key_prefix}{name}:recsys-meta"

@@ -26,6 +26,9 @@ PING = "offline.tasks.ping"
 RETRAIN = "offline.tasks.retrain"
 RETRAIN_SCHEDULED = "offline.tasks.retrain_scheduled"
 SWEEP_RUNS = "offline.tasks.sweep_runs"
+TRADEOFF_MEASURE = "offline.tasks.tradeoff_measure"
+TRADEOFF_FINISH = "offline.tasks.tradeoff_finish"
+TUNE = "offline.tasks.tune"
 
 
 def ping() -> dict[str, Any]:
@@ -59,6 +62,33 @@ def retrain_scheduled(task: Task, force: bool = False) -> dict[str, Any]:
     return {**asdict(outcome), "run_id": str(outcome.run_id), "created": True}
 
 
+def tune(
+    task: Task,
+    max_trials: int | None = None,
+    max_cost: float | None = None,
+    metric: str = "ndcg",
+    algorithm: str = "als",
+    apply: bool = True,
+    trigger: str = "schedule",
+) -> dict[str, Any]:
+    """A hyper-parameter search (the weekly tune); its `tuning_runs` row tells how it ended."""
+    from offline.tuning import run_tuning
+
+    settings = _settings(task)
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        result = run_tuning(
+            conn,
+            settings,
+            max_trials=max_trials,
+            max_cost=max_cost,
+            metric=metric,
+            algorithm=algorithm,
+            apply=apply,
+            trigger=trigger,
+        )
+    return result.to_dict()
+
+
 def sweep_runs(task: Task) -> list[str]:
     """Mark runs whose worker died as failed (beat runs this every few minutes)."""
     from offline.runs import sweep_abandoned_runs
@@ -66,6 +96,26 @@ def sweep_runs(task: Task) -> list[str]:
     settings = _settings(task)
     with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
         return [str(run_id) for run_id in sweep_abandoned_runs(conn, settings)]
+
+
+def tradeoff_measure(task: Task, run_id: str, candidate_id: int) -> dict[str, Any]:
+    """Measure one candidate of a tradeoff sweep; its row records the outcome (never raises)."""
+    from offline.tradeoff.sweep import measure_one
+
+    settings = _settings(task)
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        status = measure_one(conn, settings, uuid.UUID(run_id), candidate_id)
+    return {"run_id": run_id, "candidate_id": candidate_id, "status": status}
+
+
+def tradeoff_finish(task: Task, run_id: str) -> dict[str, Any]:
+    """Price a sweep's measured candidates, mark the frontier and choose (the chord's end)."""
+    from offline.tradeoff.sweep import finish_sweep
+
+    settings = _settings(task)
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        choice = finish_sweep(conn, uuid.UUID(run_id))
+    return {"run_id": run_id, **choice.to_dict()}
 
 
 def _settings(task: Task) -> Settings:
@@ -85,4 +135,7 @@ def register_tasks(app: Celery) -> None:
     }
     app.task(name=RETRAIN, **retrain_options)(retrain)
     app.task(name=RETRAIN_SCHEDULED, **retrain_options)(retrain_scheduled)
+    app.task(name=TUNE, **retrain_options)(tune)
     app.task(name=SWEEP_RUNS, bind=True, acks_late=False, time_limit=60)(sweep_runs)
+    app.task(name=TRADEOFF_MEASURE, bind=True, acks_late=True)(tradeoff_measure)
+    app.task(name=TRADEOFF_FINISH, bind=True, acks_late=True)(tradeoff_finish)

@@ -11,6 +11,11 @@ score <= 0, a predicted preference no better than an untouched item's; similar()
 <= 0); the rest comes from the most popular eligible items, so a list has exactly n items
 whenever n eligible ones exist. The last `filled_from_popular` items of a list are ranked by
 popularity and their score is their popularity (users in the training window).
+
+The version's serving strategy (online.strategies, from its manifest) may shortlist the
+model's part instead of a full scan (a precomputed list, an ANN search) or scan float16
+factors; the rules above hold for every strategy, which falls back to the exact scan
+whenever its shortlist cannot honour them.
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from online.scoring import (
     rank_scored,
     score_items,
 )
+from online.strategies import ServingPlan, ann_recall
 from shared.artifacts import ArtifactManifest, CorruptArtifact, read_version
+from shared.serving_strategy import ServingStrategy
 
 __all__ = [
     "SOURCES",
@@ -44,6 +51,7 @@ __all__ = [
     "RecentEvent",
     "Recommender",
     "UnknownItem",
+    "UserRequest",
 ]
 
 SOURCES = ("model", "realtime", "popular")
@@ -107,12 +115,27 @@ class RankedList:
 
 
 @dataclass(frozen=True)
+class UserRequest:
+    """One user's request with its own options: what a shared batch (online.batching) holds."""
+
+    user_id: str
+    n: int
+    exclude: Collection[str] = ()
+    category: str | None = None
+    include_seen: bool = False
+    recent: Sequence[RecentEvent] = ()
+
+
+@dataclass(frozen=True)
 class _Query:
     """One resolved request: the vector to score with (None: popularity) and what to ban."""
 
     vector: np.ndarray | None
     banned: np.ndarray  # item rows never to return
     source: str
+    # The user's row when a precomputed list may answer: their trained vector, none of
+    # their newer events folded in, and their seen items banned. -1 otherwise.
+    lookup_row: int = -1
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -127,6 +150,7 @@ class Recommender:
     trained_until: float  # epoch s: events after this are news to the model
     _model: ModelArrays = field(repr=False)
     _catalog: CatalogView = field(repr=False)
+    _serving: ServingPlan = field(repr=False)
 
     @classmethod
     def load(
@@ -143,6 +167,9 @@ class Recommender:
         except (TypeError, ValueError) as exc:
             raise CorruptArtifact(path, f"manifest settings unusable: {exc}") from exc
         model = ModelArrays.from_version(loaded, params)
+        serving = ServingPlan.from_version(
+            loaded, n_users=len(model.users), n_items=len(model.items)
+        )
         empty = CatalogSnapshot(np.array([], str), np.array([], str), np.array([], bool))
         return cls(
             version=manifest.version,
@@ -153,6 +180,7 @@ class Recommender:
             trained_until=trained_until,
             _model=model,
             _catalog=_align(catalog or empty, model),
+            _serving=serving,
         )
 
     def with_catalog(self, catalog: CatalogSnapshot) -> Recommender:
@@ -173,6 +201,26 @@ class Recommender:
     def n_items(self) -> int:
         """Items the model can rank."""
         return len(self._model.items)
+
+    @property
+    def serving(self) -> ServingStrategy:
+        """How this version ranks user recommendations (its manifest's strategy)."""
+        return self._serving.strategy
+
+    def ann_recall(self, *, k: int = 10, sample: int = 1000, random_state: int = 0) -> float:
+        """Recall@k of the ANN index against exact scoring (strategies.ann_recall); ValueError
+        when this version has no index."""
+        if self._serving.ann is None:
+            raise ValueError(f"version {self.version} serves {self.serving.name!r}, not 'ann'")
+        m = self._model
+        return ann_recall(
+            self._serving.ann,
+            m.user_factors,
+            m.item_factors,
+            k=k,
+            sample=sample,
+            random_state=random_state,
+        )
 
     def knows_user(self, user_id: str) -> bool:
         """Whether the user has a trained vector in this version."""
@@ -217,7 +265,32 @@ class Recommender:
             )
             for user in user_ids
         ]
-        return self._rank(queries, scope=self._catalog.scope(category), n=n)
+        return self._rank(queries, scope=self._catalog.scope(category), ns=[n] * len(queries))
+
+    def recommend_requests(self, requests: Sequence[UserRequest]) -> list[RankedList]:
+        """recommend() for requests with their own options; those of one category share
+        each scan of the item factors (the batched strategy's path)."""
+        for request in requests:
+            _check_n(request.n)
+        answers: dict[int, RankedList] = {}
+        groups: dict[str | None, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(request.category, []).append(i)
+        for category, members in groups.items():
+            queries = [
+                self._user_query(
+                    requests[i].user_id,
+                    requests[i].recent,
+                    excluded=self._rows(requests[i].exclude),
+                    include_seen=requests[i].include_seen,
+                )
+                for i in members
+            ]
+            ranked = self._rank(
+                queries, scope=self._catalog.scope(category), ns=[requests[i].n for i in members]
+            )
+            answers.update(zip(members, ranked, strict=True))
+        return [answers[i] for i in range(len(requests))]
 
     def similar(
         self, item_id: str, *, n: int, exclude: Collection[str] = (), category: str | None = None
@@ -279,6 +352,8 @@ class Recommender:
         seen = self._model.seen(row)
         event_rows = self._model.items.find([e.item_id for e in recent])
         query = self._vector(row, seen, event_rows, recent)
+        if query.source == "model" and (not include_seen or len(seen) == 0):
+            query = replace(query, lookup_row=row)
         if not include_seen:
             touched = np.union1d(seen, event_rows[event_rows >= 0])
             return replace(query, banned=np.union1d(excluded, touched))
@@ -336,26 +411,46 @@ class Recommender:
         """
         return -np.inf if self.params.algorithm == "bpr" else 0.0
 
-    def _rank(self, queries: list[_Query], *, scope: Scope, n: int) -> list[RankedList]:
-        """Answer each query; those with a vector are scored together, a chunk at a time."""
+    def _rank(self, queries: list[_Query], *, scope: Scope, ns: Sequence[int]) -> list[RankedList]:
+        """Answer each query (query i wants ns[i] items): popular ones without a vector, then
+        the strategy's shortlists, then the rest scored together, a chunk at a time."""
         answers: dict[int, RankedList] = {}
         vectors: dict[int, np.ndarray] = {}
         for i, query in enumerate(queries):
             if query.vector is None:
-                answers[i] = self._popular_list(scope, query.banned, n)
+                answers[i] = self._popular_list(scope, query.banned, ns[i])
             else:
                 vectors[i] = query.vector
+        asked = list(vectors)
+        shortlists = self._serving.shortlist(
+            [queries[i] for i in asked],
+            item_factors=self._model.item_factors,
+            scope=scope,
+            ns=[ns[i] for i in asked],
+            floor=self._floor,
+        )
+        for i, shortlist in zip(asked, shortlists, strict=True):
+            if shortlist is not None:
+                answers[i] = self._shortlisted(*shortlist, queries[i], scope, ns[i])
+                del vectors[i]
         scored = list(vectors)
         width = self.n_items if scope.candidates is None else max(len(scope.candidates), 1)
         step = max(1, _SCORE_BUDGET // width)
         for lo in range(0, len(scored), step):
             chunk = scored[lo : lo + step]
-            block = score_items(
+            block = self._serving.score(
                 np.stack([vectors[i] for i in chunk]), self._model.item_factors, scope
             )
             for j, i in enumerate(chunk):
-                answers[i] = self._model_list(block[j], queries[i], scope, n, floor=self._floor)
+                answers[i] = self._model_list(block[j], queries[i], scope, ns[i], floor=self._floor)
         return [answers[i] for i in range(len(queries))]
+
+    def _shortlisted(
+        self, rows: np.ndarray, scores: np.ndarray, query: _Query, scope: Scope, n: int
+    ) -> RankedList:
+        """A strategy's model part (eligible, best first), filled with popular items."""
+        fill = first_allowed(scope.popular, n - len(rows), np.concatenate([query.banned, rows]))
+        return self._answer(rows, scores, fill, query.source)
 
     def _model_list(
         self, scores: np.ndarray, query: _Query, scope: Scope, n: int, *, floor: float

@@ -27,7 +27,7 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 TEMP_PREFIX = ".tmp-"
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_CALLER_FIELDS = ("created_at", "algorithm", "params", "data", "metrics", "cost")
+_CALLER_FIELDS = ("created_at", "algorithm", "params", "data", "metrics", "cost", "serving")
 _CSR_PARTS = ("indptr", "indices", "data")
 
 
@@ -59,6 +59,9 @@ class ArtifactManifest:
     format_version: int = FORMAT_VERSION
     # Sparse matrices stored as three arrays: prefix -> {"format": "csr", "shape": [rows, cols]}.
     sparse: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # How the API ranks this version (shared.serving_strategy.ServingStrategy.to_dict());
+    # empty, as in manifests written before strategies existed, means exact scoring.
+    serving: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         """Indented, key-sorted JSON; numpy scalars and arrays become plain numbers and lists."""
@@ -103,6 +106,7 @@ def _check_manifest_types(raw: dict[str, Any]) -> None:
             raise ValueError(f"manifest field {name!r} must be a string")
     objects = {name: raw.get(name) for name in ("params", "data", "metrics", "cost", "arrays")}
     objects["sparse"] = raw.get("sparse", {})  # optional: absent when nothing sparse was stored
+    objects["serving"] = raw.get("serving", {})  # optional: absent in older manifests (exact)
     for name, value in objects.items():
         if not isinstance(value, dict):
             raise ValueError(f"manifest field {name!r} must be an object")
@@ -211,6 +215,7 @@ def _build_manifest(
         cost=dict(fields.get("cost", {})),
         arrays=entries,
         sparse=sparse_shapes,
+        serving=dict(fields.get("serving", {})),
     )
 
 

@@ -39,6 +39,8 @@ TABLES_TO_CLEAN = (
     "tuning_runs",
     "training_phase_usage",
     "inference_usage",
+    "tradeoff_runs",
+    "tradeoff_candidates",
 )
 
 

@@ -2,7 +2,9 @@
 
 Scoring runs on the event loop: it is a few milliseconds of numpy on a memory-mapped,
 read-only model, cheaper than a hop to the thread pool. Each request takes the live model
-once, so a swap never changes the version under a request in flight.
+once, so a swap never changes the version under a request in flight. A version served with
+the `batched` strategy answers user recommendations through the process's RequestBatcher
+(online.batching): concurrent requests share one scan, run in a worker thread.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from online.auth import require_scope
+from online.batching import RequestBatcher
 from online.errors import NoModel, json_response
 from online.instrumentation import note_answer, note_no_model
 from online.live_model import LiveModel
@@ -80,6 +83,16 @@ def _recent(request: Request) -> RecentEvents | None:
     return recent
 
 
+def _batcher(request: Request, model: Recommender) -> RequestBatcher:
+    """The process's batcher, built on first use (on the event loop, so only once) and again
+    when a version with other batching knobs goes live."""
+    state = request.app.state
+    batcher: RequestBatcher | None = getattr(state, "request_batcher", None)
+    if batcher is None or not batcher.fits(model.serving):
+        batcher = state.request_batcher = RequestBatcher.for_strategy(model.serving)
+    return batcher
+
+
 def _items(ranked: RankedList) -> list[dict[str, Any]]:
     return [
         {"item_id": item, "score": score}
@@ -114,14 +127,17 @@ async def recommendations(
     model = _live(request)
     recent = _recent(request)
     events = (await recent.fetch_many([user_id]))[user_id] if recent else []
-    ranked = model.recommend(
-        user_id,
-        n=n,
-        exclude=exclude,
-        category=category,
-        include_seen=include_seen,
-        recent=events,
-    )
+    options: dict[str, Any] = {
+        "n": n,
+        "exclude": exclude,
+        "category": category,
+        "include_seen": include_seen,
+        "recent": events,
+    }
+    if model.serving.name == "batched":
+        ranked = await _batcher(request, model).recommend(user_id, model=model, **options)
+    else:
+        ranked = model.recommend(user_id, **options)
     note_answer(request, model.version, [ranked], fallbacks="user")
     return json_response(_list(model, ranked, user_id=user_id))
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 from pydantic import ValidationError
 
-from shared.cli import costs, db, demo, imports, keys, schedule, serve, training, workers
+from shared.cli import costs, db, demo, imports, keys, schedule, serve, tradeoff, training, workers
 from shared.cli.context import CliContext, fail
+from shared.cli.tune import app as tune_app
 
 app = typer.Typer(
     name="recsys",
@@ -29,6 +30,8 @@ app.add_typer(training.models_app, name="models")
 app.add_typer(schedule.app, name="schedule")
 app.add_typer(costs.app, name="costs")
 app.add_typer(keys.app, name="keys")
+app.add_typer(tune_app, name="tune")
+app.add_typer(tradeoff.app, name="tradeoff")
 
 
 @app.callback()

@@ -1,0 +1,155 @@
+"""Candidates: model settings x serving strategies; the default grid and `--candidates` files.
+
+A candidate names only what it changes; everything else comes from the retrain settings in
+force, so the baseline (those settings unchanged) is one candidate among the others and the
+comparison is like for like.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from offline.training import ModelParams
+from shared.serving_strategy import STRATEGIES, ServingStrategy
+
+# Fields that do not change what a model is (threads) are left out of a candidate's identity.
+_NOT_SETTINGS = ("num_threads",)
+# A small grid around the defaults: fewer and more factors, fewer iterations, less
+# regularisation, and BPR; each served by every strategy.
+DEFAULT_MODELS: tuple[dict[str, Any], ...] = (
+    {"algorithm": "als", "factors": 16},
+    {"algorithm": "als", "factors": 64},
+    {"algorithm": "als", "factors": 128},
+    {"algorithm": "als", "factors": 64, "iterations": 8, "regularization": 1.0},
+    {"algorithm": "bpr", "factors": 64, "iterations": None, "regularization": None},
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """Resolved model and serving settings (full dicts) and a short human label."""
+
+    model: dict[str, Any]
+    serving: dict[str, Any]
+    label: str
+    baseline: bool = False
+
+    @property
+    def key(self) -> str:
+        """Identity for de-duplication: the settings, not the label."""
+        model = {k: v for k, v in self.model.items() if k not in _NOT_SETTINGS}
+        return json.dumps({"model": model, "serving": self.serving}, sort_keys=True)
+
+    def params(self) -> ModelParams:
+        return ModelParams.from_dict(self.model)
+
+    def strategy(self) -> ServingStrategy:
+        return ServingStrategy.from_dict(self.serving)
+
+
+def resolve(
+    base_model: ModelParams,
+    base_serving: ServingStrategy,
+    model: dict[str, Any],
+    serving: dict[str, Any],
+    *,
+    label: str | None = None,
+) -> Candidate:
+    """A candidate from partial settings over the base ones; ValueError on bad values.
+
+    Unknown model keys are refused: a typo ("factor") would otherwise measure the base
+    settings under another name.
+    """
+    unknown = sorted(set(model) - set(base_model.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown model settings: {', '.join(unknown)}")
+    merged = {**_plain(base_model), **model}
+    if model.get("algorithm", base_model.algorithm) != base_model.algorithm:
+        # per-algorithm defaults (iterations, regularization) must not leak across algorithms
+        for name in ("iterations", "regularization"):
+            if name not in model:
+                merged[name] = None
+    params = ModelParams.from_dict(merged)
+    strategy = ServingStrategy.from_dict({**base_serving.to_dict(), **serving})
+    resolved = params.to_dict()
+    return Candidate(resolved, strategy.to_dict(), label or describe(resolved, strategy.name))
+
+
+def _plain(params: ModelParams) -> dict[str, Any]:
+    """The params as given (None where a per-algorithm default applies)."""
+    return {name: getattr(params, name) for name in params.__dataclass_fields__}
+
+
+def describe(model: dict[str, Any], strategy: str) -> str:
+    """e.g. "als f64 i15 r5 / exact"."""
+    return (
+        f"{model['algorithm']} f{model['factors']} i{model['iterations']} "
+        f"r{model['regularization']:g} / {strategy}"
+    )
+
+
+def baseline_candidate(model: ModelParams, serving: ServingStrategy) -> Candidate:
+    """The settings in force, unchanged."""
+    candidate = resolve(model, serving, {}, {})
+    return replace(candidate, label=candidate.label + " (current)", baseline=True)
+
+
+def default_grid(
+    base_model: ModelParams, base_serving: ServingStrategy, strategies: Sequence[str] = STRATEGIES
+) -> list[Candidate]:
+    """DEFAULT_MODELS x the given strategies (each strategy with its default knobs)."""
+    return [
+        resolve(base_model, base_serving, model, {"name": name})
+        for model, name in itertools.product(DEFAULT_MODELS, strategies)
+    ]
+
+
+def parse_candidates(
+    data: Any, base_model: ModelParams, base_serving: ServingStrategy
+) -> list[Candidate]:
+    """Candidates from JSON: a list of {"model", "serving", "label"?}, or an object with
+    "models" and "strategies" lists (their product). A strategy may be a name or a dict."""
+    if isinstance(data, dict) and set(data) <= {"models", "strategies"}:
+        models = data.get("models") or [{}]
+        strategies = [_strategy(s) for s in data.get("strategies") or [{}]]
+        pairs: Iterable[tuple[Any, Any, Any]] = (
+            (m, s, None) for m, s in itertools.product(models, strategies)
+        )
+    elif isinstance(data, list):
+        pairs = (
+            (c.get("model", {}), _strategy(c.get("serving", {})), c.get("label")) for c in data
+        )
+    else:
+        raise ValueError('expected a list of candidates or {"models": [...], "strategies": [...]}')
+    candidates = []
+    for model, serving, label in pairs:
+        if not isinstance(model, dict) or not isinstance(serving, dict):
+            raise ValueError("each model and serving entry must be a JSON object")
+        candidates.append(resolve(base_model, base_serving, model, serving, label=label))
+    if not candidates:
+        raise ValueError("no candidates given")
+    return candidates
+
+
+def _strategy(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+def load_candidates(
+    path: Path, base_model: ModelParams, base_serving: ServingStrategy
+) -> list[Candidate]:
+    """parse_candidates of a JSON file."""
+    return parse_candidates(json.loads(path.read_text()), base_model, base_serving)
+
+
+def with_baseline(candidates: Sequence[Candidate], baseline: Candidate) -> list[Candidate]:
+    """The candidates without duplicates, the baseline always in (marked, first if new)."""
+    unique = {baseline.key: baseline}
+    for candidate in candidates:
+        unique.setdefault(candidate.key, candidate)
+    return list(unique.values())

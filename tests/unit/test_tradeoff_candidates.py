@@ -1,0 +1,88 @@
+"""Candidates: the default grid, JSON files, the baseline always in, no duplicates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from offline.tradeoff.candidates import (
+    DEFAULT_MODELS,
+    baseline_candidate,
+    default_grid,
+    load_candidates,
+    parse_candidates,
+    resolve,
+    with_baseline,
+)
+from offline.training import ModelParams
+from shared.serving_strategy import STRATEGIES, ServingStrategy
+
+BASE = ModelParams(factors=32, regularization=3.0)
+SERVING = ServingStrategy()
+
+
+def test_default_grid_is_models_times_strategies() -> None:
+    grid = default_grid(BASE, SERVING)
+    assert len(grid) == len(DEFAULT_MODELS) * len(STRATEGIES)
+    assert {c.serving["name"] for c in grid} == set(STRATEGIES)
+    assert len({c.key for c in grid}) == len(grid)
+
+
+def test_unnamed_settings_come_from_the_base_and_algorithm_defaults_do_not_leak() -> None:
+    als = resolve(BASE, SERVING, {"factors": 8}, {})
+    assert als.model["factors"] == 8
+    assert als.model["regularization"] == 3.0
+    bpr = resolve(BASE, SERVING, {"algorithm": "bpr"}, {"name": "float16"})
+    assert bpr.model["regularization"] == 0.01
+    assert bpr.model["iterations"] == 100
+    assert bpr.serving["name"] == "float16"
+    assert "bpr f32" in bpr.label
+
+
+def test_the_baseline_is_always_in_once_and_first() -> None:
+    base = baseline_candidate(BASE, SERVING)
+    same = resolve(BASE, SERVING, {}, {"name": "exact"})
+    other = resolve(BASE, SERVING, {"factors": 4}, {})
+    merged = with_baseline([other, same, other], base)
+    assert [c.baseline for c in merged] == [True, False]
+    assert merged[0].key == same.key
+    assert merged[1].key == other.key
+
+
+def test_candidates_file_as_a_list_or_a_product(tmp_path: Path) -> None:
+    listed = parse_candidates(
+        [{"model": {"factors": 1}, "serving": "exact", "label": "tiny"}, {"model": {}}],
+        BASE,
+        SERVING,
+    )
+    assert next(c.label for c in listed) == "tiny"
+    assert listed[0].model["factors"] == 1
+    path = tmp_path / "c.json"
+    path.write_text(
+        json.dumps(
+            {
+                "models": [{"factors": 2}, {"factors": 4}],
+                "strategies": ["exact", {"name": "ann", "ann_ef_search": 16}],
+            }
+        )
+    )
+    product = load_candidates(path, BASE, SERVING)
+    assert len(product) == 4
+    assert product[1].serving["ann_ef_search"] == 16
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"nope": 1},
+        [{"model": {"factors": 0}}],
+        [{"serving": {"name": "warp"}}],
+        [{"model": {"colour": "red"}}],
+        [],
+    ],
+)
+def test_bad_candidates_are_refused(bad: object) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        parse_candidates(bad, BASE, SERVING)
