@@ -124,8 +124,11 @@ def _score_for(path: str, users: int, seconds: float, start: Any, out: Any) -> N
     Puts "ready" once the model is loaded and warm, waits for `start`, then puts
     (calls per second, CPU seconds per call).
     """
+    from threadpoolctl import threadpool_limits
+
     from online.recommender import Recommender
 
+    threadpool_limits(1)  # as in the API's workers (`recsys serve` gives BLAS one thread)
     model = Recommender.load(Path(path), verify=False)
     ids = user_ids(users)
     rng = np.random.default_rng()

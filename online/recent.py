@@ -103,10 +103,13 @@ class RecentEvents:
             self.failures["fetch_skipped"] += 1
             return {user_id: [] for user_id in user_ids}
         try:
-            async with self._async.pipeline(transaction=False) as pipe:
-                for user_id in user_ids:
-                    pipe.lrange(self.prefix + user_id, 0, -1)
-                lists = await pipe.execute()
+            if len(user_ids) == 1:  # the page-view case: a pipeline costs ~3x a plain command
+                lists = [await self._async.lrange(self.prefix + user_ids[0], 0, -1)]
+            else:
+                async with self._async.pipeline(transaction=False) as pipe:
+                    for user_id in user_ids:
+                        pipe.lrange(self.prefix + user_id, 0, -1)
+                    lists = await pipe.execute()
         except (redis.RedisError, OSError) as exc:
             self._breaker.record(ok=False)
             self.failures["fetch"] += 1
