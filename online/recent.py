@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 import redis
@@ -104,7 +105,7 @@ class RecentEvents:
             return {user_id: [] for user_id in user_ids}
         try:
             if len(user_ids) == 1:  # the page-view case: a pipeline costs ~3x a plain command
-                lists = [await self._async.lrange(self.prefix + user_ids[0], 0, -1)]
+                lists: list[Any] = [await self._async.lrange(self.prefix + user_ids[0], 0, -1)]
             else:
                 async with self._async.pipeline(transaction=False) as pipe:
                     for user_id in user_ids:
