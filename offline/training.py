@@ -1,7 +1,8 @@
 """Fit an implicit matrix-factorisation model (ALS by default, BPR selectable) and rank exactly.
 
-Only implicit's CPU models are used, always with BLAS limited to one thread around the fit
-(implicit parallelises over users itself; a threaded BLAS inside that is much slower).
+implicit's CPU models by default, always with BLAS limited to one thread around the fit
+(implicit parallelises over users itself; a threaded BLAS inside that is much slower); its
+CUDA models with `use_gpu` where implicit was built with CUDA (nothing requires one).
 Factors come back as plain float32 numpy arrays with scores = user_factors @ item_factors.T.
 """
 
@@ -18,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from offline.dataset import SCALINGS, InteractionMatrix, scale_confidence
 
-__all__ = ["ModelParams", "TrainedFactors", "fit", "top_k"]
+__all__ = ["ModelParams", "TrainedFactors", "fit", "gpu_available", "top_k"]
 
 _ALGORITHMS = ("als", "bpr")
 # Per-algorithm defaults for the fields left as None (the two use them in different units).
@@ -57,6 +58,7 @@ class ModelParams:
     scaling: str = "log"  # ALS: "log" | "bm25" | "none" (see dataset.scale_confidence)
     random_state: int = 42
     num_threads: int = 0  # implicit's own threads; 0 = all cores
+    use_gpu: bool = False  # implicit's CUDA models; fit() refuses where there is none
 
     def __post_init__(self) -> None:
         """Refuse parameters implicit would misread or silently clamp."""
@@ -132,6 +134,8 @@ def fit(
     with threadpool_limits(1, "blas"):
         model, data = _model_and_data(csr, params)
         model.fit(data, show_progress=False, callback=callback)
+    if params.use_gpu:
+        model = model.to_cpu()  # factors back in host memory, as numpy arrays
     return TrainedFactors(
         user_factors=np.ascontiguousarray(model.user_factors, dtype=np.float32),
         item_factors=np.ascontiguousarray(model.item_factors, dtype=np.float32),
@@ -139,19 +143,32 @@ def fit(
     )
 
 
-def _model_and_data(csr: sp.csr_matrix, params: ModelParams) -> tuple[Any, sp.csr_matrix]:
-    """implicit's CPU model for these params and the matrix it should see."""
-    from implicit.cpu.als import AlternatingLeastSquares
-    from implicit.cpu.bpr import BayesianPersonalizedRanking
+def gpu_available() -> bool:
+    """Whether implicit was built with CUDA and sees a GPU (imports implicit: not in the API)."""
+    import implicit.gpu
 
-    common = {
+    return bool(implicit.gpu.HAS_CUDA)
+
+
+def _model_and_data(csr: sp.csr_matrix, params: ModelParams) -> tuple[Any, sp.csr_matrix]:
+    """implicit's model (CPU, or CUDA with use_gpu) for these params and the matrix it sees."""
+    common: dict[str, Any] = {
         "factors": params.factors,
         "regularization": params.effective_regularization,
         "iterations": params.effective_iterations,
-        "num_threads": params.num_threads,
         "random_state": params.random_state,
         "dtype": np.float32,
     }
+    if params.use_gpu:
+        if not gpu_available():
+            raise ValueError("use_gpu: implicit has no CUDA build or sees no GPU on this machine")
+        from implicit.gpu.als import AlternatingLeastSquares
+        from implicit.gpu.bpr import BayesianPersonalizedRanking
+    else:
+        from implicit.cpu.als import AlternatingLeastSquares
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+        common["num_threads"] = params.num_threads
     if params.algorithm == "bpr":
         liked = sp.csr_matrix(csr > 0, dtype=np.float32)
         return BayesianPersonalizedRanking(learning_rate=params.learning_rate, **common), liked

@@ -87,8 +87,9 @@ def _plain(params: ModelParams) -> dict[str, Any]:
 
 def describe(model: dict[str, Any], strategy: str) -> str:
     """e.g. "als f64 i15 r5 / exact"."""
+    where = " gpu" if model.get("use_gpu") else ""
     return (
-        f"{model['algorithm']} f{model['factors']} i{model['iterations']} "
+        f"{model['algorithm']}{where} f{model['factors']} i{model['iterations']} "
         f"r{model['regularization']:g} / {strategy}"
     )
 
@@ -100,13 +101,25 @@ def baseline_candidate(model: ModelParams, serving: ServingStrategy) -> Candidat
 
 
 def default_grid(
-    base_model: ModelParams, base_serving: ServingStrategy, strategies: Sequence[str] = STRATEGIES
+    base_model: ModelParams,
+    base_serving: ServingStrategy,
+    strategies: Sequence[str] = STRATEGIES,
+    *,
+    gpu: bool = False,
 ) -> list[Candidate]:
-    """DEFAULT_MODELS x the given strategies (each strategy with its default knobs)."""
-    return [
+    """DEFAULT_MODELS x the given strategies (each strategy with its default knobs); with
+    `gpu` (implicit's CUDA build sees a GPU), each model trained on the GPU as well, served
+    exactly: where it trains changes the training cost (GPU-hours priced), not the serving."""
+    grid = [
         resolve(base_model, base_serving, model, {"name": name})
         for model, name in itertools.product(DEFAULT_MODELS, strategies)
     ]
+    if gpu:
+        grid += [
+            resolve(base_model, base_serving, {**model, "use_gpu": True}, {"name": "exact"})
+            for model in DEFAULT_MODELS
+        ]
+    return grid
 
 
 def parse_candidates(

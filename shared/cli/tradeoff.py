@@ -52,6 +52,7 @@ def run(
     from offline.tradeoff.costing import Workload
     from offline.tradeoff.replay import Mix
     from offline.tradeoff.sweep import NoPrice, current_config, run_inline, start_sweep
+    from offline.training import gpu_available
 
     context = cli_context(ctx)
     settings = _settings(context, broker=not inline)
@@ -69,7 +70,10 @@ def run(
                 grid.load_candidates(candidates, config.model, config.serving)
                 if candidates
                 else grid.default_grid(
-                    config.model, config.serving, [s.strip() for s in strategies.split(",")]
+                    config.model,
+                    config.serving,
+                    [s.strip() for s in strategies.split(",")],
+                    gpu=gpu_available(),
                 )
             )
             run_id = start_sweep(

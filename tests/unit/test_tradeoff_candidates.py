@@ -30,6 +30,16 @@ def test_default_grid_is_models_times_strategies() -> None:
     assert len({c.key for c in grid}) == len(grid)
 
 
+def test_gpu_candidates_join_the_grid_only_when_a_gpu_is_there() -> None:
+    without = default_grid(BASE, SERVING)
+    assert not any(c.model["use_gpu"] for c in without)
+    with_gpu = default_grid(BASE, SERVING, gpu=True)
+    gpu = [c for c in with_gpu if c.model["use_gpu"]]
+    assert len(gpu) == len(DEFAULT_MODELS)
+    assert all(c.serving["name"] == "exact" and " gpu " in c.label for c in gpu)
+    assert len({c.key for c in with_gpu}) == len(with_gpu)  # distinct from their CPU twins
+
+
 def test_unnamed_settings_come_from_the_base_and_algorithm_defaults_do_not_leak() -> None:
     als = resolve(BASE, SERVING, {"factors": 8}, {})
     assert als.model["factors"] == 8

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from offline.dataset import InteractionMatrix
-from offline.training import ModelParams, TrainedFactors, fit, top_k
+from offline.training import ModelParams, TrainedFactors, fit, gpu_available, top_k
 
 BLOCK = 20  # two blocks of 20 users x 20 items
 
@@ -149,3 +149,18 @@ def test_top_k_rejects_bad_arguments() -> None:
         top_k(USERS, ITEMS, np.array([0]), k=0)
     with pytest.raises(IndexError):
         top_k(USERS, ITEMS, np.array([0]), k=1, allowed_items=np.array([5]))
+
+
+@pytest.mark.parametrize("algorithm", ["als", "bpr"])
+def test_gpu_training_where_there_is_a_gpu_and_a_clear_refusal_where_not(algorithm: str) -> None:
+    train, _ = block_diagonal()
+    params = ModelParams(algorithm=algorithm, factors=8, random_state=0, use_gpu=True)
+    if not gpu_available():  # CI and most machines: nothing may require a GPU
+        with pytest.raises(ValueError, match="CUDA"):
+            fit(train, params)
+        return
+    trained = fit(train, params)
+    assert trained.user_factors.dtype == np.float32
+    assert trained.item_factors.shape[0] == train.shape[1]
+    ids, _ = top_k(trained.user_factors, trained.item_factors, np.arange(40), k=1, exclude=train)
+    assert (ids[:, 0] // BLOCK == np.arange(40) // BLOCK).mean() > 0.9  # its own block's item
