@@ -23,6 +23,16 @@ def load_shop(database_url: str, config: ShopConfig) -> int:
     return len(events)
 
 
+def stock_catalogue(database_url: str) -> None:
+    """Every item of the log in one of four categories, one in ten unavailable."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO items (item_id, category, available) "
+            "SELECT DISTINCT item_id, 'cat-' || (abs(hashtext(item_id)) % 4), "
+            "abs(hashtext(item_id)) % 10 <> 0 FROM events"
+        )
+
+
 # Enough categories that users' tastes differ: the planted structure a model should find.
 SMALL_SHOP = ShopConfig(
     n_users=1_500, n_items=600, n_categories=16, n_events=45_000, days=30, seed=3

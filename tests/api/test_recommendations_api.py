@@ -15,7 +15,7 @@ from offline.runs import execute_run, request_retrain
 from online.main import create_app
 from shared import registry
 from shared.settings import Settings
-from tests.shop import SMALL_SHOP, load_shop
+from tests.shop import SMALL_SHOP, load_shop, stock_catalogue
 
 FAST_MODEL = {"factors": 16, "iterations": 6, "final_fit": False}
 
@@ -40,12 +40,7 @@ def wait_for_version(client: TestClient, version: str, timeout: float = 10) -> N
 def served(redis_settings: Settings) -> Settings:
     """A shop with a catalogue and one promoted model."""
     load_shop(redis_settings.require_database_url(), SMALL_SHOP)
-    with psycopg.connect(redis_settings.require_database_url()) as conn:
-        conn.execute(
-            "INSERT INTO items (item_id, category, available) "
-            "SELECT DISTINCT item_id, 'cat-' || (abs(hashtext(item_id)) % 4), "
-            "abs(hashtext(item_id)) % 10 <> 0 FROM events"
-        )
+    stock_catalogue(redis_settings.require_database_url())
     train(redis_settings)
     return redis_settings.model_copy(update={"model_poll_seconds": 0.2})
 

@@ -38,7 +38,7 @@ from shared.settings import Settings
 from tests.api.test_recommendations_api import train
 from tests.conftest import TABLES_TO_CLEAN
 from tests.processes import delete_keys, unique_key_prefix
-from tests.shop import SMALL_SHOP, load_shop
+from tests.shop import SMALL_SHOP, load_shop, stock_catalogue
 
 EXAMPLES_PER_OPERATION = 25
 # No rate limit gets in the fuzzer's way: a 429 would end an example before the handler runs.
@@ -90,7 +90,7 @@ def fuzz_shop(
     shop_settings = _shop_settings(database_url, redis_url, tmp_path_factory.mktemp("fuzz"))
     _empty_tables(database_url)
     load_shop(database_url, SMALL_SHOP)
-    _stock_catalogue(database_url)
+    stock_catalogue(database_url)
     version = train(shop_settings)
     with psycopg.connect(database_url, autocommit=True) as conn:
         key = create_key(conn, name="fuzz", scopes=",".join(SCOPES)).key
@@ -116,16 +116,6 @@ def _shop_settings(database_url: str, redis_url: str, root: Path) -> Settings:
 def _empty_tables(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         conn.execute(f"TRUNCATE {', '.join(TABLES_TO_CLEAN)}")
-
-
-def _stock_catalogue(database_url: str) -> None:
-    """Every item of the log in one of four categories, one in ten unavailable."""
-    with psycopg.connect(database_url) as conn:
-        conn.execute(
-            "INSERT INTO items (item_id, category, available) "
-            "SELECT DISTINCT item_id, 'cat-' || (abs(hashtext(item_id)) % 4), "
-            "abs(hashtext(item_id)) % 10 <> 0 FROM events"
-        )
 
 
 @pytest.fixture

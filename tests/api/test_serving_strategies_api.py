@@ -20,19 +20,14 @@ from tests.api.test_recommendations_api import (
     train,
     wait_for_version,
 )
-from tests.shop import SMALL_SHOP, load_shop
+from tests.shop import SMALL_SHOP, load_shop, stock_catalogue
 
 
 @pytest.fixture
 def shop(redis_settings: Settings) -> Settings:
     """The small shop with a catalogue (a tenth of the items unavailable), no model yet."""
     load_shop(redis_settings.require_database_url(), SMALL_SHOP)
-    with psycopg.connect(redis_settings.require_database_url()) as conn:
-        conn.execute(
-            "INSERT INTO items (item_id, category, available) "
-            "SELECT DISTINCT item_id, 'cat-' || (abs(hashtext(item_id)) % 4), "
-            "abs(hashtext(item_id)) % 10 <> 0 FROM events"
-        )
+    stock_catalogue(redis_settings.require_database_url())
     return redis_settings.model_copy(update={"model_poll_seconds": 0.2})
 
 

@@ -33,7 +33,7 @@ from shared import registry
 from shared.settings import Settings
 from tests.api.test_recommendations_api import train
 from tests.servers import running_api
-from tests.shop import SMALL_SHOP, load_shop
+from tests.shop import SMALL_SHOP, load_shop, stock_catalogue
 
 pytestmark = pytest.mark.e2e
 
@@ -80,12 +80,7 @@ def two_versions(redis_settings: Settings) -> Versions:
     """A shop with a catalogue; v1 live, v2 trained, kept and not live."""
     database_url = redis_settings.require_database_url()
     load_shop(database_url, SMALL_SHOP)
-    with psycopg.connect(database_url) as conn:
-        conn.execute(
-            "INSERT INTO items (item_id, category, available) "
-            "SELECT DISTINCT item_id, 'cat-' || (abs(hashtext(item_id)) % 4), "
-            "abs(hashtext(item_id)) % 10 <> 0 FROM events"
-        )
+    stock_catalogue(database_url)
     old = train(redis_settings)
     # A tolerant gate promotes v2 whatever its metrics; the rollback puts v1 back live.
     new = train(redis_settings.model_copy(update={"gate_tolerance": 0.99}), factors=12)
