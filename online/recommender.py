@@ -6,7 +6,7 @@ through the page cache; each process adds only Y^T Y (f x f), one norm and a few
 item (popularity order, catalogue scopes), and nothing per user.
 
 Ranking: exact dot products of the user's vector with every item factor, banned items masked,
-argpartition for the top n. The model's part of a list stops where its evidence does (ALS:
+top_positions (online/scoring.py) for the top n. The model's part of a list stops where its evidence does (ALS:
 score <= 0, a predicted preference no better than an untouched item's; similar(): cosine
 <= 0); the rest comes from the most popular eligible items, so a list has exactly n items
 whenever n eligible ones exist. The last `filled_from_popular` items of a list are ranked by
@@ -20,14 +20,14 @@ whenever its shortlist cannot honour them.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from offline.dataset import TYPE_CODES, ConfidenceSettings
+from offline.dataset import ConfidenceSettings
 from offline.training import ModelParams
 from online.foldin import event_raw_confidence, fold_in_events, seen_raw_confidence
 from online.scoring import (
@@ -41,6 +41,14 @@ from online.scoring import (
     score_items,
 )
 from online.strategies import ServingPlan, ann_recall
+from online.values import (
+    SOURCES,
+    CatalogSnapshot,
+    RankedList,
+    RecentEvent,
+    UnknownItem,
+    UserRequest,
+)
 from shared.artifacts import ArtifactManifest, CorruptArtifact, read_version
 from shared.serving_strategy import ServingStrategy
 
@@ -54,76 +62,8 @@ __all__ = [
     "UserRequest",
 ]
 
-SOURCES = ("model", "realtime", "popular")
 _SCORE_BUDGET = 1 << 22  # floats of scores per batch chunk (16 MiB)
 _NO_ITEMS = np.empty(0, dtype=np.int64)
-
-
-class UnknownItem(LookupError):
-    """The item is not in this model version (new, or outside the training window)."""
-
-
-@dataclass(frozen=True)
-class RecentEvent:
-    """An event newer than the model (or of a user it does not know), for fold-in."""
-
-    item_id: str
-    type: str
-    value: float | None = None
-    occurred_at: float = 0.0  # epoch seconds
-
-    def __post_init__(self) -> None:
-        """Refuse a type the confidence settings cannot weigh."""
-        if self.type not in TYPE_CODES:
-            raise ValueError(f"unknown event type {self.type!r}")
-
-
-@dataclass(frozen=True)
-class CatalogSnapshot:
-    """The shop's catalogue at one moment, in any order: id -> category ("" = none), available."""
-
-    item_ids: np.ndarray
-    categories: np.ndarray
-    available: np.ndarray
-
-    def __post_init__(self) -> None:
-        """Refuse columns of different lengths."""
-        if not len(self.item_ids) == len(self.categories) == len(self.available):
-            raise ValueError("CatalogSnapshot columns must all have the same length")
-
-    @classmethod
-    def from_rows(cls, rows: Iterable[tuple[str, str | None, bool]]) -> CatalogSnapshot:
-        """From (item_id, category or None, available) rows, e.g. the items table."""
-        ids, categories, available = [], [], []
-        for item_id, category, is_available in rows:
-            ids.append(item_id)
-            categories.append(category or "")
-            available.append(bool(is_available))
-        return cls(
-            np.array(ids, dtype=str), np.array(categories, dtype=str), np.array(available, bool)
-        )
-
-
-@dataclass(frozen=True)
-class RankedList:
-    """One answer: item ids best first, their scores, and where the ranking came from."""
-
-    item_ids: list[str]
-    scores: list[float]
-    source: str  # "model" | "realtime" | "popular"
-    filled_from_popular: int = 0  # trailing items ranked by popularity (all, for "popular")
-
-
-@dataclass(frozen=True)
-class UserRequest:
-    """One user's request with its own options: what a shared batch (online.batching) holds."""
-
-    user_id: str
-    n: int
-    exclude: Collection[str] = ()
-    category: str | None = None
-    include_seen: bool = False
-    recent: Sequence[RecentEvent] = ()
 
 
 @dataclass(frozen=True)
