@@ -6,9 +6,9 @@ through the page cache; each process adds only Y^T Y (f x f), one norm and a few
 item (popularity order, catalogue scopes), and nothing per user.
 
 Ranking: exact dot products of the user's vector with every item factor, banned items masked,
-top_positions (online/scoring.py) for the top n. The model's part of a list stops where its evidence does (ALS:
-score <= 0, a predicted preference no better than an untouched item's; similar(): cosine
-<= 0); the rest comes from the most popular eligible items, so a list has exactly n items
+online.scoring.top_positions for the top n. The model's part of a list stops where its
+evidence does (ALS: score <= 0, a predicted preference no better than an untouched item's;
+similar(): cosine <= 0); the rest comes from the most popular eligible items, so a list has exactly n items
 whenever n eligible ones exist. The last `filled_from_popular` items of a list are ranked by
 popularity and their score is their popularity (users in the training window).
 
