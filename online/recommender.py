@@ -8,9 +8,10 @@ item (popularity order, catalogue scopes), and nothing per user.
 Ranking: exact dot products of the user's vector with every item factor, banned items masked,
 online.scoring.top_positions for the top n. The model's part of a list stops where its
 evidence does (ALS: score <= 0, a predicted preference no better than an untouched item's;
-similar(): cosine <= 0); the rest comes from the most popular eligible items, so a list has exactly n items
-whenever n eligible ones exist. The last `filled_from_popular` items of a list are ranked by
-popularity and their score is their popularity (users in the training window).
+similar(): cosine <= 0); the rest comes from the most popular eligible items, so a list has
+exactly n items whenever n eligible ones exist. The last `filled_from_popular` items of a
+list are ranked by popularity and their score is their popularity (users in the training
+window).
 
 The version's serving strategy (online.strategies, from its manifest) may shortlist the
 model's part instead of a full scan (a precomputed list, an ANN search) or scan float16
