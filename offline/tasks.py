@@ -98,14 +98,20 @@ def sweep_runs(task: Task) -> list[str]:
         return [str(run_id) for run_id in sweep_abandoned_runs(conn, settings)]
 
 
-def tradeoff_measure(task: Task, run_id: str, candidate_id: int) -> dict[str, Any]:
-    """Measure one candidate of a tradeoff sweep; its row records the outcome (never raises)."""
-    from offline.tradeoff.sweep import measure_one
+def tradeoff_measure(task: Task, run_id: str, candidate_ids: list[int] | int) -> dict[str, Any]:
+    """Measure the candidates of one model setting of a tradeoff sweep (one fit, then each
+    strategy in turn); their rows record the outcomes (never raises for a candidate).
 
+    A single id (as tasks queued before the per-model fan-out carry) is measured alone.
+    """
+    from offline.tradeoff.sweep import measure_candidates
+
+    ids = [candidate_ids] if isinstance(candidate_ids, int) else list(candidate_ids)
     settings = _settings(task)
     with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
-        status = measure_one(conn, settings, uuid.UUID(run_id), candidate_id)
-    return {"run_id": run_id, "candidate_id": candidate_id, "status": status}
+        outcomes = measure_candidates(conn, settings, uuid.UUID(run_id), ids)
+    statuses = [{"candidate_id": i, "status": outcomes[i]} for i in ids]
+    return {"run_id": run_id, "candidates": statuses}
 
 
 def tradeoff_finish(task: Task, run_id: str) -> dict[str, Any]:

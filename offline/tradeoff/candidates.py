@@ -42,8 +42,15 @@ class Candidate:
     @property
     def key(self) -> str:
         """Identity for de-duplication: the settings, not the label."""
-        model = {k: v for k, v in self.model.items() if k not in _NOT_SETTINGS}
-        return json.dumps({"model": model, "serving": self.serving}, sort_keys=True)
+        return json.dumps({"model": self._model(), "serving": self.serving}, sort_keys=True)
+
+    @property
+    def model_key(self) -> str:
+        """Identity of the model alone: candidates that share it can share one fit."""
+        return json.dumps(self._model(), sort_keys=True)
+
+    def _model(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model.items() if k not in _NOT_SETTINGS}
 
     def params(self) -> ModelParams:
         return ModelParams.from_dict(self.model)
@@ -158,6 +165,15 @@ def load_candidates(
 ) -> list[Candidate]:
     """parse_candidates of a JSON file."""
     return parse_candidates(json.loads(path.read_text()), base_model, base_serving)
+
+
+def by_model(candidates: Iterable[tuple[int, Candidate]]) -> list[list[int]]:
+    """The candidate ids grouped by model settings (first appearance order, ids in order):
+    each group is fitted once and its model served by each of the group's strategies."""
+    groups: dict[str, list[int]] = {}
+    for candidate_id, candidate in candidates:
+        groups.setdefault(candidate.model_key, []).append(candidate_id)
+    return list(groups.values())
 
 
 def with_baseline(candidates: Sequence[Candidate], baseline: Candidate) -> list[Candidate]:

@@ -1,48 +1,38 @@
-"""Measure one candidate: metered training, quality on the holdout, serving replayed in-process.
+"""Measure candidates: metered training, quality on the holdout, serving replayed in-process.
 
-What a retrain of the candidate would cost is measured phase by phase with the same Meter
+What a retrain of a candidate would cost is measured phase by phase with the same Meter
 the retrain uses: load + split (`prepare`, shared by the candidates of one process), the fit
 on the training split, the holdout scoring, and the strategy's serving build. The retrain's
 final fit on the whole window is not run again: it is priced as the measured fit scaled by the
 ratio of interactions (window / training split), since both implicit solvers' work per
 iteration grows linearly with the interactions; `final_fit_factor` records the ratio used.
 
+Candidates that differ only in their serving strategy share one fit (`fit_model`, then
+`measure_strategy` per strategy); each is still charged the whole fit in its training cost.
 Serving is measured on the model fitted on the training split: the published model has the
 same shape (users, items, factors) and the same strategy arrays, only other values.
 """
 
 from __future__ import annotations
 
-import gc
-import secrets
-import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import psycopg
 
-from offline.dataset import EventColumns
-from offline.evaluation import RankingMetrics, ranking_metrics, time_split
+from offline.dataset import EventColumns, InteractionMatrix
+from offline.evaluation import RankingMetrics, time_split
 from offline.holdout import Holdout, build_matrix_for, load_window, score_model, time_split_holdout
 from offline.pipeline import _arrays
 from offline.retrain_config import RetrainConfig
 from offline.serving_build import serving_arrays
 from offline.tradeoff.candidates import Candidate
-from offline.tradeoff.replay import (
-    Mix,
-    Population,
-    recall_against_exact,
-    replay,
-    replay_batched,
-    request_mix,
-)
-from offline.training import TrainedFactors, fit
-from online.recommender import CatalogSnapshot, Recommender, UserRequest
-from shared import artifacts
+from offline.tradeoff.replay import Mix
+from offline.tradeoff.serve import serve_version
+from offline.training import ModelParams, TrainedFactors, fit
+from online.recommender import CatalogSnapshot
 from shared.costs import Price, measurement_cost
 from shared.metering import Meter, PhaseMeasurement
 from shared.serving_strategy import ServingStrategy
@@ -103,6 +93,89 @@ def prepare(conn: psycopg.Connection, config: RetrainConfig, *, meter: Meter) ->
     return Prepared(config, before, holdout, full_nnz, catalog, progress.measurement)
 
 
+# How a model setting is fitted: offline.training.fit, or a wrapper (tests count its calls).
+FitFunction = Callable[[InteractionMatrix, ModelParams], TrainedFactors]
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    """One model setting fitted on the training split and scored on the holdout, with what
+    the fit and the scoring cost: made once and shared by every strategy served from it."""
+
+    model: TrainedFactors
+    metrics: RankingMetrics
+    arrays: dict[str, Any]  # factors, ids, seen, popularity (no strategy arrays)
+    fitting: PhaseMeasurement
+    evaluating: PhaseMeasurement
+
+
+def fit_model(
+    prepared: Prepared,
+    params: ModelParams,
+    *,
+    meter: Meter,
+    fit_function: FitFunction = fit,
+) -> FittedModel:
+    """Fit `params` on the training split and score it on the holdout, each metered."""
+    holdout = prepared.holdout
+    with meter.measure("fit") as fitting:
+        model = fit_function(holdout.train, params)
+    with meter.measure("evaluate") as evaluating:
+        metrics = score_model(model, holdout, prepared.config.k)
+    assert fitting.measurement is not None
+    assert evaluating.measurement is not None
+    arrays = _arrays(model, holdout.train, prepared.before)
+    return FittedModel(model, metrics, arrays, fitting.measurement, evaluating.measurement)
+
+
+def measure_strategy(
+    prepared: Prepared,
+    fitted: FittedModel,
+    candidate: Candidate,
+    *,
+    price: Price,
+    meter: Meter,
+    mix: Mix,
+    active_users: int | None,
+) -> Measurement:
+    """Build and serve one candidate's strategy on its already fitted model; raises on failure.
+
+    The candidate's training cost is what a real retrain with its settings would cost on its
+    own: loading and splitting, the whole fit and holdout scoring, the final fit (scaled), and
+    this strategy's serving build. The fit is shared by the sweep's candidates of one model
+    setting only to save the sweep's time; each candidate is charged all of it, not a share,
+    so candidates price the same whether they are measured alone or together.
+    """
+    config, holdout = prepared.config, prepared.holdout
+    strategy = candidate.strategy()
+    with meter.measure("serving_build") as building:
+        extra = _serving_arrays(strategy, fitted.arrays)
+    assert building.measurement is not None
+    factor = prepared.full_nnz / max(holdout.train.matrix.nnz, 1) if config.final_fit else 0.0
+    phases = (prepared.phase, fitted.fitting, fitted.evaluating, building.measurement)
+    final_fit = factor * measurement_cost(price, fitted.fitting)
+    training_cost = sum(measurement_cost(price, m) for m in phases) + final_fit
+    arrays = {**fitted.arrays, **extra}
+    serving, served = serve_version(prepared, strategy, fitted.model, arrays, mix, active_users)
+    notes: list[str] = []
+    if abs(served.ndcg - fitted.metrics.ndcg) > 1e-9:
+        notes.append(f"the model's exact ranking scores ndcg {fitted.metrics.ndcg:.4f}")
+    return Measurement(
+        k=config.k,
+        ndcg=served.ndcg,
+        recall=served.recall,
+        precision=served.precision,
+        eval_users=served.users,
+        train_wall_seconds=fitted.fitting.wall_seconds,
+        train_cpu_seconds=fitted.fitting.cpu_seconds,
+        train_peak_rss_bytes=fitted.fitting.peak_rss_bytes,
+        final_fit_factor=factor,
+        training_cost=training_cost,
+        notes="; ".join(notes),
+        **serving,
+    )
+
+
 def measure_candidate(
     prepared: Prepared,
     candidate: Candidate,
@@ -112,42 +185,10 @@ def measure_candidate(
     mix: Mix,
     active_users: int | None,
 ) -> Measurement:
-    """Fit, score, build and serve one candidate; raises on failure (the sweep records it)."""
-    config, holdout = prepared.config, prepared.holdout
-    strategy = candidate.strategy()
-    notes: list[str] = []
-    start = len(meter.measurements)
-    with meter.measure("fit") as fitting:
-        model = fit(holdout.train, candidate.params())
-    with meter.measure("evaluate"):
-        metrics = score_model(model, holdout, config.k)
-    arrays = _arrays(model, holdout.train, prepared.before)
-    with meter.measure("serving_build"):
-        extra = _serving_arrays(strategy, arrays)
-    phases = meter.measurements[start:]
-    assert fitting.measurement is not None
-    factor = prepared.full_nnz / max(holdout.train.matrix.nnz, 1) if config.final_fit else 0.0
-    training_cost = (
-        measurement_cost(price, prepared.phase)
-        + sum(measurement_cost(price, m) for m in phases)
-        + factor * measurement_cost(price, fitting.measurement)
-    )
-    serving, served = _serve(prepared, candidate, model, {**arrays, **extra}, mix, active_users)
-    if abs(served.ndcg - metrics.ndcg) > 1e-9:
-        notes.append(f"the model's exact ranking scores ndcg {metrics.ndcg:.4f}")
-    return Measurement(
-        k=config.k,
-        ndcg=served.ndcg,
-        recall=served.recall,
-        precision=served.precision,
-        eval_users=served.users,
-        train_wall_seconds=fitting.measurement.wall_seconds,
-        train_cpu_seconds=fitting.measurement.cpu_seconds,
-        train_peak_rss_bytes=fitting.measurement.peak_rss_bytes,
-        final_fit_factor=factor,
-        training_cost=training_cost,
-        notes="; ".join(notes),
-        **serving,
+    """Fit, score, build and serve one candidate on its own (its own fit); raises on failure."""
+    fitted = fit_model(prepared, candidate.params(), meter=meter)
+    return measure_strategy(
+        prepared, fitted, candidate, price=price, meter=meter, mix=mix, active_users=active_users
     )
 
 
@@ -161,120 +202,4 @@ def _serving_arrays(strategy: ServingStrategy, arrays: dict[str, Any]) -> dict[s
             seen=arrays["seen"],
             user_activity=np.diff(arrays["seen"].indptr),
         )
-    )
-
-
-def _serve(
-    prepared: Prepared,
-    candidate: Candidate,
-    model: TrainedFactors,
-    arrays: dict[str, Any],
-    mix: Mix,
-    active_users: int | None,
-) -> tuple[dict[str, Any], RankingMetrics]:
-    """Write the version to a scratch folder, load it as the API does, replay the mix and
-    score what it serves to the holdout's users."""
-    strategy = candidate.strategy()
-    window_end = datetime.fromtimestamp(float(prepared.before.occurred_at.max()), UTC)
-    manifest: dict[str, Any] = {
-        "algorithm": model.params.algorithm,
-        "params": model.params.to_dict(),
-        "data": {
-            "confidence": prepared.config.confidence.to_dict(),
-            "window_end": window_end.isoformat(),
-        },
-    }
-    process = psutil.Process()
-    with tempfile.TemporaryDirectory(prefix="recsys-tradeoff-") as scratch:
-        path = artifacts.write_version(
-            Path(scratch), f"tradeoff-{secrets.token_hex(4)}", arrays, manifest_fields=manifest
-        )
-        gc.collect()
-        rss_before = process.memory_info().rss
-        recommender = Recommender.load(path, catalog=prepared.catalog)
-        requests = request_mix(
-            mix, _population(arrays, prepared, recommender), active_users=active_users
-        )
-        if strategy.name == "batched":
-            result = replay_batched(
-                recommender, requests, n=mix.n, strategy=strategy, concurrency=mix.concurrency
-            )
-        else:
-            result = replay(recommender, requests, n=mix.n)
-        rss_growth = process.memory_info().rss - rss_before
-        artifact_bytes = artifacts.directory_size(path)
-        served = served_quality(recommender, prepared.holdout, prepared.config.k)
-        del recommender
-    recall = recall_against_exact(
-        requests,
-        result.answers,
-        user_ids=arrays["user_ids"],
-        user_factors=arrays["user_factors"],
-        item_ids=arrays["item_ids"],
-        item_factors=arrays["item_factors"],
-        seen=arrays["seen"],
-    )
-    return {
-        "ann_recall": _ann_recall(strategy, arrays),
-        "requests": len(requests),
-        "serving_cpu_per_1000": result.cpu_per_1000,
-        "p50_ms": result.latency_ms(50),
-        "p99_ms": result.latency_ms(99),
-        "rss_growth_bytes": max(0, int(rss_growth)),
-        "artifact_bytes": artifact_bytes,
-        "recall_vs_exact": recall,
-    }, served
-
-
-def served_quality(recommender: Recommender, holdout: Holdout, k: int) -> RankingMetrics:
-    """NDCG, recall and precision at k of the lists the version serves to the holdout's users.
-
-    What a shopper would be shown (the strategy's ranking, catalogue filters, popular fill),
-    so an approximate strategy is judged on its answers, not on its model's exact ranking;
-    for exact-equivalent strategies it differs from score_model() only by the catalogue and
-    the popular fill.
-    """
-    user_ids = np.asarray(holdout.train.user_ids)[holdout.users]
-    position = {item: i for i, item in enumerate(np.asarray(holdout.train.item_ids).tolist())}
-    top = np.full((len(user_ids), k), -1, dtype=np.int64)
-    for start in range(0, len(user_ids), 100):
-        chunk = [UserRequest(str(user), k) for user in user_ids[start : start + 100]]
-        for row, answer in enumerate(recommender.recommend_requests(chunk), start):
-            items = [position.get(item, -1) for item in answer.item_ids[:k]]
-            top[row, : len(items)] = items
-    truth = holdout.relevant[holdout.users]
-    return ranking_metrics(top, truth, k=k, n_items=holdout.n_items)
-
-
-def _ann_recall(strategy: ServingStrategy, arrays: dict[str, Any]) -> float | None:
-    """The ANN index's own recall@10 against exact scoring (online.strategies.ann_recall)."""
-    if strategy.name != "ann":
-        return None
-    from online.strategies import AnnIndex, ann_recall
-
-    index = AnnIndex(arrays["ann_index"], ef_search=strategy.ann_ef_search)
-    return ann_recall(index, arrays["user_factors"], arrays["item_factors"], k=10)
-
-
-def _population(arrays: dict[str, Any], prepared: Prepared, recommender: Recommender) -> Population:
-    known = set(arrays["item_ids"].tolist())
-    categories = sorted(
-        {
-            str(c)
-            for item, c, ok in zip(
-                prepared.catalog.item_ids,
-                prepared.catalog.categories,
-                prepared.catalog.available,
-                strict=True,
-            )
-            if c and ok and item in known
-        }
-    )
-    return Population(
-        user_ids=arrays["user_ids"],
-        activity=np.diff(arrays["seen"].indptr),
-        item_ids=arrays["item_ids"],
-        item_weights=arrays["item_popularity"],
-        categories=tuple(categories),
-        trained_until=recommender.trained_until,
     )

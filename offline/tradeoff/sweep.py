@@ -1,8 +1,11 @@
 """A sweep's life: start it (rows first), measure candidates inline or as Celery tasks, finish.
 
-The fan-out is a chord: one task per candidate on the training queue, then one task that
-prices them all. Every candidate task records its own outcome (measured or failed with the
-error) and never raises, so one bad candidate cannot stop the chord or the sweep.
+Each distinct model setting is fitted once per sweep and its model served by every strategy
+candidate that shares it (`candidates.by_model`), inline and in the fan-out alike. The
+fan-out is a chord: one task per model setting on the training queue, then one task that
+prices them all. A measuring task records each candidate's outcome as it ends (measured, or
+failed with the error) and never raises, so one bad candidate cannot stop the chord or the
+sweep: a failed fit fails that model's candidates, a failed strategy only its own candidate.
 """
 
 from __future__ import annotations
@@ -21,10 +24,16 @@ from offline.retrain_config import RetrainConfig, retrain_config
 from offline.retrain_settings import settings_in_force
 from offline.tasks import TRADEOFF_FINISH, TRADEOFF_MEASURE
 from offline.tradeoff import costing, store
-from offline.tradeoff.candidates import Candidate, baseline_candidate, default_grid, with_baseline
-from offline.tradeoff.measure import Prepared, measure_candidate, prepare
+from offline.tradeoff.candidates import (
+    Candidate,
+    baseline_candidate,
+    by_model,
+    default_grid,
+    with_baseline,
+)
+from offline.tradeoff.measure import FitFunction, Prepared, fit_model, measure_strategy, prepare
 from offline.tradeoff.replay import Mix
-from offline.training import ModelParams
+from offline.training import ModelParams, fit
 from shared import costs
 from shared.metering import Meter
 from shared.serving_strategy import ServingStrategy
@@ -78,8 +87,10 @@ def run_inline(
     run_id: uuid.UUID,
     *,
     on_candidate: Callable[[store.CandidateRow], None] | None = None,
+    fit_function: FitFunction = fit,
 ) -> costing.Choice:
-    """Measure every candidate here, one after another (one prepared holdout), then finish."""
+    """Measure every candidate here (one prepared holdout, one fit per model setting), then
+    finish; `on_candidate` sees each candidate's row as soon as it is recorded."""
     with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
         rows = store.candidates(conn, run_id)
         try:
@@ -87,59 +98,112 @@ def run_inline(
         except Exception as exc:
             store.finish_run(conn, run_id, status="failed", error=_error(exc))
             raise
-        for row in rows:
-            measure_one(conn, settings, run_id, row.candidate_id, prepared=prepared)
-            if on_candidate is not None:
-                done = store.get_candidate(conn, run_id, row.candidate_id)
-                assert done is not None
-                on_candidate(done)
+        measure_candidates(
+            conn,
+            settings,
+            run_id,
+            [row.candidate_id for row in rows],
+            prepared=prepared,
+            on_candidate=on_candidate,
+            fit_function=fit_function,
+        )
         return finish_sweep(conn, run_id)
 
 
 def send_sweep(app: Celery, conn: psycopg.Connection, run_id: uuid.UUID, *, queue: str) -> str:
-    """Queue the chord: a measure task per candidate, then the finishing task."""
-    ids = [row.candidate_id for row in store.candidates(conn, run_id)]
-    header = [app.signature(TRADEOFF_MEASURE, args=[str(run_id), i], queue=queue) for i in ids]
+    """Queue the chord: a measure task per model setting (all its candidates), then the
+    finishing task."""
+    rows = store.candidates(conn, run_id)
+    groups = by_model((row.candidate_id, row.candidate()) for row in rows)
+    header = [
+        app.signature(TRADEOFF_MEASURE, args=[str(run_id), ids], queue=queue) for ids in groups
+    ]
     callback = app.signature(TRADEOFF_FINISH, args=[str(run_id)], queue=queue, immutable=True)
     result = chord(header, app=app)(callback)
     store.set_task_id(conn, run_id, result.id)
     return str(result.id)
 
 
-def measure_one(
+def measure_candidates(
     conn: psycopg.Connection,
     settings: Settings,
     run_id: uuid.UUID,
-    candidate_id: int,
+    candidate_ids: Sequence[int],
     *,
     prepared: Prepared | None = None,
-) -> str:
-    """Measure one candidate and record it; any failure is recorded, never raised."""
-    row = store.get_candidate(conn, run_id, candidate_id)
+    on_candidate: Callable[[store.CandidateRow], None] | None = None,
+    fit_function: FitFunction = fit,
+) -> dict[int, str]:
+    """Measure the given candidates, fitting each distinct model setting among them once, and
+    record each one as it ends; returns each candidate's status ("done" or "failed").
+
+    Failures are recorded, never raised: a failed preparation or fit fails every candidate of
+    that model with the error, a failed strategy only its own candidate.
+    """
     run = store.get_run(conn, run_id)
-    if row is None or run is None:
-        raise ValueError(f"no candidate {candidate_id} in tradeoff run {run_id}")
-    store.start_candidate(conn, run_id, candidate_id)
-    try:
-        price = costs.get_price(conn, run.price_id)
-        assert price is not None, "the sweep's price version disappeared"
-        if prepared is None:
-            prepared = _prepare(conn, settings, run_id)
-        measured = measure_candidate(
-            prepared,
-            row.candidate(),
-            price=price,
-            meter=Meter(energy=costs.energy_model(settings)),
-            mix=Mix(**run.config["mix"]),
-            active_users=run.workload.get("active_users"),
-        )
-    except Exception as exc:
-        log.warning("tradeoff candidate %s of %s failed: %s", candidate_id, run_id, exc)
-        conn.rollback()
-        store.fail_candidate(conn, run_id, candidate_id, _error(exc))
-        return "failed"
-    store.record_measurement(conn, run_id, candidate_id, measured)
-    return "done"
+    rows = [store.get_candidate(conn, run_id, i) for i in candidate_ids]
+    found = [row for row in rows if row is not None]
+    if run is None or len(found) != len(rows):
+        raise ValueError(f"no candidates {list(candidate_ids)} in tradeoff run {run_id}")
+    by_id = {row.candidate_id: row for row in found}
+    outcomes: dict[int, str] = {}
+    for group in by_model((row.candidate_id, row.candidate()) for row in found):
+        members = [by_id[i] for i in group]
+        for row in members:
+            store.start_candidate(conn, run_id, row.candidate_id)
+        meter = Meter(energy=costs.energy_model(settings))
+        try:
+            price = costs.get_price(conn, run.price_id)
+            assert price is not None, "the sweep's price version disappeared"
+            if prepared is None:
+                prepared = _prepare(conn, settings, run_id)
+            params = members[0].candidate().params()
+            fitted = fit_model(prepared, params, meter=meter, fit_function=fit_function)
+        except Exception as exc:
+            log.warning("tradeoff model of candidates %s of %s failed: %s", group, run_id, exc)
+            conn.rollback()
+            for row in members:
+                outcomes[row.candidate_id] = _fail(conn, run_id, row.candidate_id, exc)
+                _notify(conn, run_id, row.candidate_id, on_candidate)
+            continue
+        for row in members:
+            try:
+                measured = measure_strategy(
+                    prepared,
+                    fitted,
+                    row.candidate(),
+                    price=price,
+                    meter=meter,
+                    mix=Mix(**run.config["mix"]),
+                    active_users=run.workload.get("active_users"),
+                )
+            except Exception as exc:
+                log.warning("tradeoff candidate %s of %s failed: %s", row.candidate_id, run_id, exc)
+                conn.rollback()
+                outcomes[row.candidate_id] = _fail(conn, run_id, row.candidate_id, exc)
+            else:
+                store.record_measurement(conn, run_id, row.candidate_id, measured)
+                outcomes[row.candidate_id] = "done"
+            _notify(conn, run_id, row.candidate_id, on_candidate)
+        del fitted
+    return outcomes
+
+
+def _fail(conn: psycopg.Connection, run_id: uuid.UUID, candidate_id: int, exc: Exception) -> str:
+    store.fail_candidate(conn, run_id, candidate_id, _error(exc))
+    return "failed"
+
+
+def _notify(
+    conn: psycopg.Connection,
+    run_id: uuid.UUID,
+    candidate_id: int,
+    on_candidate: Callable[[store.CandidateRow], None] | None,
+) -> None:
+    if on_candidate is not None:
+        row = store.get_candidate(conn, run_id, candidate_id)
+        assert row is not None
+        on_candidate(row)
 
 
 def finish_sweep(conn: psycopg.Connection, run_id: uuid.UUID) -> costing.Choice:

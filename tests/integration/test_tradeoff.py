@@ -14,6 +14,7 @@ from celery import Celery
 from typer.testing import CliRunner
 
 from offline.celery_app import TRAINING_QUEUE, create_celery_app
+from offline.dataset import InteractionMatrix
 from offline.retrain_settings import settings_in_force
 from offline.runs import execute_run
 from offline.tradeoff import store
@@ -22,6 +23,7 @@ from offline.tradeoff.candidates import Candidate, resolve
 from offline.tradeoff.costing import Workload
 from offline.tradeoff.replay import Mix
 from offline.tradeoff.sweep import current_config, run_inline, send_sweep, start_sweep
+from offline.training import ModelParams, TrainedFactors, fit
 from shared import registry
 from shared.catalog import ItemIn, upsert_items
 from shared.cli.main import app as cli
@@ -153,6 +155,77 @@ def test_inline_sweep_measures_ranks_and_chooses_above_the_floor(
     assert "failed: " in page
 
 
+def test_a_model_setting_is_fitted_once_for_all_its_strategies(settings: Settings) -> None:
+    fits: list[ModelParams] = []
+
+    def counting_fit(matrix: InteractionMatrix, params: ModelParams) -> TrainedFactors:
+        fits.append(params)
+        return fit(matrix, params)
+
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        config = current_config(conn, settings)
+        three = [
+            resolve(config.model, config.serving, {}, {"name": name})
+            for name in ("exact", "float16", "precomputed")
+        ]
+        run_id = start_sweep(
+            conn, settings, workload=WORKLOAD, floor=0.5, mode="inline", candidates=three, mix=MIX
+        )
+        run_inline(settings, run_id, fit_function=counting_fit)
+        rows = store.candidates(conn, run_id)
+    assert len(fits) == 1  # the settings in force: the baseline shares the same fit
+    assert {"exact", "float16", "precomputed"} <= {r.serving["name"] for r in rows}
+    assert all(r.status == "done" for r in rows), rows
+    # every candidate records (and is charged) the one whole fit
+    assert len({(r.train_wall_seconds, r.train_cpu_seconds) for r in rows}) == 1
+    fit_cpu = rows[0].train_cpu_seconds
+    assert fit_cpu is not None
+    assert fit_cpu > 0
+    assert all(r.training_cost and r.training_cost > 0 for r in rows)
+
+
+def test_a_failed_fit_fails_its_models_candidates_and_a_failed_strategy_only_its_own(
+    settings: Settings,
+) -> None:
+    def failing_fit(matrix: InteractionMatrix, params: ModelParams) -> TrainedFactors:
+        if params.factors == 8:
+            raise RuntimeError("out of memory")
+        return fit(matrix, params)
+
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        config = current_config(conn, settings)
+        model, serving = config.model, config.serving
+        four = [
+            resolve(model, serving, {"factors": 8}, {"name": "exact"}, label="f8 exact"),
+            resolve(model, serving, {"factors": 8}, {"name": "float16"}, label="f8 float16"),
+            resolve(model, serving, {"factors": 12}, {"name": "exact"}, label="f12 exact"),
+            resolve(model, serving, {"factors": 12}, {"name": "float16"}, label="f12 float16"),
+        ]
+        run_id = start_sweep(
+            conn, settings, workload=WORKLOAD, floor=0.5, mode="inline", candidates=four, mix=MIX
+        )
+        conn.execute(  # a strategy that cannot be built: fails its candidate only
+            "UPDATE tradeoff_candidates SET serving = serving || '{\"bogus\": 1}'"
+            " WHERE run_id = %s AND label = 'f12 float16'",
+            (run_id,),
+        )
+        seen: list[str] = []
+        run_inline(
+            settings, run_id, fit_function=failing_fit, on_candidate=lambda r: seen.append(r.label)
+        )
+        run = store.get_run(conn, run_id)
+        labels = _by_label(store.candidates(conn, run_id))
+    assert run is not None
+    assert run.status == "done"
+    for label in ("f8 exact", "f8 float16"):
+        assert labels[label].status == "failed"
+        assert labels[label].error == "RuntimeError: out of memory"
+    assert labels["f12 float16"].status == "failed"
+    assert "bogus" in (labels["f12 float16"].error or "")
+    assert labels["f12 exact"].status == "done"
+    assert sorted(seen) == sorted(labels)
+
+
 def test_apply_stores_the_choice_and_its_retrain_goes_through_the_gate(
     settings: Settings,
 ) -> None:
@@ -210,13 +283,14 @@ def test_a_sweep_fans_out_to_a_real_worker(
             psycopg.connect(settings.require_database_url(), autocommit=True) as conn,
         ):
             config = current_config(conn, settings)
-            two = [
+            three = [  # two tasks: f24 fitted once for both of its strategies
                 resolve(config.model, config.serving, {"factors": 1}, {}),
                 resolve(config.model, config.serving, {"factors": 24}, {"name": "precomputed"}),
+                resolve(config.model, config.serving, {"factors": 24}, {"name": "float16"}),
             ]
             run_id = start_sweep(
                 conn, on_broker, workload=WORKLOAD, floor=0.9, mode="celery",
-                candidates=two, mix=MIX,
+                candidates=three, mix=MIX,
             )  # fmt: skip
             send_sweep(client, conn, run_id, queue=TRAINING_QUEUE)
             run = _wait_for(conn, run_id, timeout=120, log=worker.log)

@@ -10,6 +10,7 @@ import pytest
 from offline.tradeoff.candidates import (
     DEFAULT_MODELS,
     baseline_candidate,
+    by_model,
     default_grid,
     load_candidates,
     parse_candidates,
@@ -28,6 +29,24 @@ def test_default_grid_is_models_times_strategies() -> None:
     assert len(grid) == len(DEFAULT_MODELS) * len(STRATEGIES)
     assert {c.serving["name"] for c in grid} == set(STRATEGIES)
     assert len({c.key for c in grid}) == len(grid)
+
+
+def test_the_default_grid_groups_into_one_fit_per_model_setting() -> None:
+    grid = default_grid(BASE, SERVING)
+    groups = by_model(enumerate(grid))
+    assert len(groups) == len(DEFAULT_MODELS)
+    assert all(len(ids) == len(STRATEGIES) for ids in groups)
+    assert sorted(i for ids in groups for i in ids) == list(range(len(grid)))
+    for ids in groups:
+        assert len({grid[i].model_key for i in ids}) == 1
+        assert len({grid[i].serving["name"] for i in ids}) == len(STRATEGIES)
+
+
+def test_threads_do_not_split_a_model_setting() -> None:
+    one = resolve(BASE, SERVING, {"num_threads": 1}, {"name": "exact"})
+    two = resolve(BASE, SERVING, {"num_threads": 2}, {"name": "float16"})
+    other = resolve(BASE, SERVING, {"factors": 8}, {"name": "exact"})
+    assert by_model([(0, one), (1, other), (2, two)]) == [[0, 2], [1]]
 
 
 def test_gpu_candidates_join_the_grid_only_when_a_gpu_is_there() -> None:
