@@ -195,8 +195,9 @@ def well_formed(answer: Answer, versions: Versions) -> bool:
 
 def promote_under_load(
     base: str, headers: dict[str, str], users: list[str], database_url: str, versions: Versions
-) -> tuple[Load, float]:
-    """Run the clients and promote v2 mid-load; the answers and when the promotion committed.
+) -> tuple[Load, float, float]:
+    """Run the clients and promote v2 mid-load; the answers, when the promotion started and
+    when it had committed.
 
     Five seconds after the commit, fresh connections must find both workers on v2 and
     neither on v1.
@@ -212,7 +213,10 @@ def promote_under_load(
     try:
         time.sleep(LOAD_BEFORE_PROMOTION_S)
         with psycopg.connect(database_url, autocommit=True) as conn:
+            promoting = time.monotonic()  # no v2 answer can be received before this
             registry.promote_version(conn, versions.new, moved_by="test")
+        # The commit's NOTIFY can reach a worker, and v2's first answer a client thread, before
+        # this thread gets the GIL back: v1-only is checked up to `promoting`, not here.
         promoted = time.monotonic()
         time.sleep(max(0.0, promoted + SWAP_DEADLINE_S - time.monotonic()))
         after = workers_serving(base, headers, versions.new, timeout=1.0)
@@ -222,7 +226,7 @@ def promote_under_load(
         load.stop.set()
         for thread in threads:
             thread.join(timeout=15)
-    return load, promoted
+    return load, promoting, promoted
 
 
 def _keep_loading(load: Load, deadline: float, cap: float) -> None:
@@ -248,7 +252,7 @@ def test_a_promotion_under_load_fails_no_request(
     workers_serving(api, auth_headers, versions.old)  # both processes up, on v1
     expected = {versions.old: item_sets(api, auth_headers, users)}
 
-    load, promoted = promote_under_load(
+    load, promoting, promoted = promote_under_load(
         api, auth_headers, users, redis_settings.require_database_url(), versions
     )
 
@@ -256,7 +260,7 @@ def test_a_promotion_under_load_fails_no_request(
     assert_nothing_failed(load, versions, log)
     expected[versions.new] = item_sets(api, auth_headers, users)
     assert_each_answer_is_its_versions(load, expected)
-    assert_swapped_in_time(load, versions, promoted)
+    assert_swapped_in_time(load, versions, promoting, promoted)
     straddling = sum(1 for a in load.answers if a.sent < promoted <= a.received)
     first = min(a.sent for a in load.answers if a.body["model_version"] == versions.new)
     print(
@@ -287,9 +291,11 @@ def assert_each_answer_is_its_versions(
     assert not mixed, f"{len(mixed)} answers not what their version ranks, e.g. {mixed[:3]}"
 
 
-def assert_swapped_in_time(load: Load, versions: Versions, promoted: float) -> None:
+def assert_swapped_in_time(
+    load: Load, versions: Versions, promoting: float, promoted: float
+) -> None:
     """v1 until the promotion; from 5 s after it, v2 only, over enough answers to count."""
-    served_before = {a.body["model_version"] for a in load.answers if a.received < promoted}
+    served_before = {a.body["model_version"] for a in load.answers if a.received < promoting}
     assert served_before == {versions.old}
     late = [a for a in load.answers if a.sent >= promoted + SWAP_DEADLINE_S]
     assert len(late) >= MIN_ANSWERS_AFTER_DEADLINE, f"only {len(late)} answers after the deadline"
