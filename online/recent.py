@@ -94,12 +94,9 @@ class RecentEvents:
             return
         self._breaker.record(ok=True)
 
-    async def fetch(self, user_id: str) -> list[RecentEvent]:
-        """The user's newest events, oldest first; empty when Redis does not answer."""
-        return (await self.fetch_many([user_id]))[user_id]
-
     async def fetch_many(self, user_ids: Sequence[str]) -> dict[str, list[RecentEvent]]:
-        """Several users' lists in one round trip."""
+        """Each user's newest events, oldest first, in one round trip; empty lists when Redis
+        does not answer."""
         if not self._breaker.allows():
             self.failures["fetch_skipped"] += 1
             return {user_id: [] for user_id in user_ids}

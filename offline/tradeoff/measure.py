@@ -176,22 +176,6 @@ def measure_strategy(
     )
 
 
-def measure_candidate(
-    prepared: Prepared,
-    candidate: Candidate,
-    *,
-    price: Price,
-    meter: Meter,
-    mix: Mix,
-    active_users: int | None,
-) -> Measurement:
-    """Fit, score, build and serve one candidate on its own (its own fit); raises on failure."""
-    fitted = fit_model(prepared, candidate.params(), meter=meter)
-    return measure_strategy(
-        prepared, fitted, candidate, price=price, meter=meter, mix=mix, active_users=active_users
-    )
-
-
 def _serving_arrays(strategy: ServingStrategy, arrays: dict[str, Any]) -> dict[str, Any]:
     """The strategy's extra arrays, built as the retrain's export builds them."""
     return dict(
