@@ -26,7 +26,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared online offline bench
+	$(BIN)/mypy shared online offline cli bench
+	$(BIN)/lint-imports
 
 check: lint test
 

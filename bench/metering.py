@@ -31,9 +31,9 @@ from bench.common import median, scratch_database
 from bench.serve import running, server_env, serving, wait_until, wrk, wrk_script
 from bench.serve_fixtures import ModelSpec, publish, recommend_key, user_ids, write_model
 from offline.pipeline import run_retrain
-from offline.retrain_config import retrain_config
 from shared import registry
 from shared.metering import EnergyModel, Meter
+from shared.retrain_config import retrain_config
 from shared.settings import Settings
 from shared.synthetic import ShopConfig
 from tests.shop import load_shop

@@ -8,6 +8,8 @@ truly bare `implicit.cpu.als.AlternatingLeastSquares.fit` on the same scaled mat
 same hyper-parameters. Medians are printed, then a markdown table for the README.
 
     python -m bench.retrain [--events 1000000] [--users 50000] [--items 20000] [--rounds 3]
+
+Over 350 lines on purpose: one benchmark script, its scenarios side by side in one run.
 """
 
 from __future__ import annotations
@@ -29,12 +31,15 @@ import psycopg
 from threadpoolctl import threadpool_limits
 
 from bench.common import median, scratch_database
-from offline.dataset import InteractionMatrix, build_matrix, scale_confidence
+from offline.dataset import InteractionMatrix, build_matrix
 from offline.loading import load_events, newest_event_time, window_start
-from offline.retrain_config import RetrainConfig, retrain_config
-from offline.runs import execute_run, request_retrain
-from offline.training import ModelParams, fit
+from offline.runs import execute_run
+from offline.training import fit
 from shared import registry
+from shared.confidence import scale_confidence
+from shared.control.retrain import request_retrain
+from shared.model_spec import ModelParams
+from shared.retrain_config import RetrainConfig, retrain_config
 from shared.settings import Settings
 from shared.synthetic import ShopConfig
 from tests.shop import load_shop

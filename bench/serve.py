@@ -32,6 +32,9 @@ are printed, then markdown tables for the README.
 
 The bare route is included right after the recommendations router, so it pays the same
 routing walk as a recommendation (FastAPI matches included routers one after another).
+
+Over 350 lines on purpose: a benchmark script that runs its scenarios one after another in
+one process, so the figures it prints are side by side; each scenario is its own function.
 """
 
 from __future__ import annotations

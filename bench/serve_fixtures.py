@@ -23,11 +23,11 @@ import psycopg
 import scipy.sparse as sp
 import uvloop
 
-from offline.dataset import ConfidenceSettings
-from offline.training import ModelParams
 from shared import registry
 from shared.artifacts import directory_size, write_version
+from shared.confidence import ConfidenceSettings
 from shared.keys import create_key
+from shared.model_spec import ModelParams
 
 SEEN_PER_USER = 10
 WINDOW_END = datetime(2024, 1, 1, tzinfo=UTC)
@@ -126,7 +126,7 @@ def _score_for(path: str, users: int, seconds: float, start: Any, out: Any) -> N
     """
     from threadpoolctl import threadpool_limits
 
-    from online.recommender import Recommender
+    from shared.ranking.recommender import Recommender
 
     threadpool_limits(1)  # as in the API's workers (`recsys serve` gives BLAS one thread)
     model = Recommender.load(Path(path), verify=False)

@@ -59,9 +59,9 @@ from bench.serve_fixtures import (
     write_model,
 )
 from offline.serving_build import serving_arrays
-from online.recommender import Recommender
 from online.routes.bare import FIXED_PATH
 from shared.artifacts import read_version, write_version
+from shared.ranking.recommender import Recommender
 from shared.serving_strategy import STRATEGIES, ServingStrategy
 
 MIB = 1024**2

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from offline.dataset import EventColumns
+from shared.confidence import EventColumns
 
 __all__ = [
     "Decision",

@@ -14,7 +14,7 @@ import numpy as np
 import psycopg
 import scipy.sparse as sp
 
-from offline.dataset import EventColumns, InteractionMatrix, build_matrix
+from offline.dataset import InteractionMatrix, build_matrix
 from offline.evaluation import (
     RankingMetrics,
     choose_cutoff,
@@ -24,8 +24,10 @@ from offline.evaluation import (
     time_split,
 )
 from offline.loading import load_events, window_start
-from offline.retrain_config import RetrainConfig
-from offline.training import TrainedFactors, top_k
+from offline.training import TrainedFactors
+from shared.confidence import EventColumns
+from shared.ranking.topk import top_k
+from shared.retrain_config import RetrainConfig
 
 __all__ = [
     "Holdout",

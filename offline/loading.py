@@ -28,7 +28,7 @@ from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 from psycopg.conninfo import make_conninfo
 
-from offline.dataset import EVENT_TYPES, EventColumns
+from shared.confidence import EVENT_TYPES, EventColumns
 
 __all__ = ["load_events", "newest_event_time", "window_start"]
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from offline.dataset import EventColumns, InteractionMatrix, interactions
+from offline.dataset import InteractionMatrix, interactions
 from offline.evaluation import Decision, RankingMetrics, should_promote
 from offline.holdout import (
     Holdout,
@@ -28,11 +28,13 @@ from offline.holdout import (
     time_split_holdout,
 )
 from offline.loading import load_events, window_start
-from offline.retrain_config import RetrainConfig
 from offline.serving_build import serving_arrays
-from offline.training import ModelParams, TrainedFactors, fit
+from offline.training import TrainedFactors, fit
 from shared import artifacts, registry
+from shared.confidence import EventColumns
 from shared.metering import Meter, PhaseMeasurement, PhaseProgress
+from shared.model_spec import ModelParams
+from shared.retrain_config import RetrainConfig
 from shared.serving_strategy import ServingStrategy
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ def run_retrain(
         path = artifacts.write_version(
             artifact_dir,
             version,
-            _arrays(published, matrix, events, serving=config.serving),
+            version_arrays(published, matrix, events, serving=config.serving),
             manifest_fields=_manifest(config, events, split, matrix, metrics, since, newest),
         )
     status = "promoted" if decision.promote else "rejected"
@@ -179,7 +181,7 @@ def _version_name(run_id: uuid.UUID) -> str:
     return f"v{datetime.now(UTC):%Y%m%d-%H%M%S}-{run_id.hex[:6]}"
 
 
-def _arrays(
+def version_arrays(
     model: TrainedFactors,
     matrix: InteractionMatrix,
     events: EventColumns,

@@ -20,24 +20,16 @@ from typing import Any
 import psycopg
 
 from offline.pipeline import NoTrainingData, PhaseCallback, RetrainResult, run_retrain
-from offline.retrain_config import retrain_config
-from offline.retrain_settings import settings_in_force
+from offline.retrain_overrides import overrides_in_force
 from shared import artifacts, cost_queries, costs, registry
+from shared.control.retrain import ABANDONED
 from shared.db import LOCK_RETRAIN
-from shared.metering import HostInfo, Meter, PhaseMeasurement, PhaseProgress
+from shared.hardware import HostInfo
+from shared.metering import Meter, PhaseMeasurement, PhaseProgress
+from shared.retrain_config import retrain_config
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-ABANDONED = "the worker running it stopped (killed, crashed or lost) before it finished"
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """What a trigger did: queued a new run, or found the one already queued or running."""
-
-    run_id: uuid.UUID
-    created: bool
-    status: str
 
 
 @dataclass(frozen=True)
@@ -52,40 +44,6 @@ class RetrainAlreadyRunning(RuntimeError):
     def __init__(self, run_id: uuid.UUID | None) -> None:
         super().__init__(f"a retrain is already running (run {run_id})")
         self.run_id = run_id
-
-
-def request_retrain(
-    conn: psycopg.Connection, settings: Settings, *, trigger: str, force: bool
-) -> Trigger:
-    """Queue a run unless one is queued or running; then answer with that one."""
-    sweep_abandoned_runs(conn, settings)
-    snapshot = retrain_config(settings).to_dict()
-    try:
-        with conn.transaction():
-            run_id = registry.create_run(conn, trigger=trigger, forced=force, settings=snapshot)
-        return Trigger(run_id, True, "queued")
-    except psycopg.errors.UniqueViolation:
-        active = registry.active_run(conn)
-        if active is None:  # it finished between our insert and this read: try once more
-            return request_retrain(conn, settings, trigger=trigger, force=force)
-        return Trigger(active.run_id, False, active.status)
-
-
-def sweep_abandoned_runs(conn: psycopg.Connection, settings: Settings) -> list[uuid.UUID]:
-    """Mark runs whose worker is gone as failed (running without the lock; queued too long)."""
-    failed: list[uuid.UUID] = []
-    with conn.transaction():
-        free = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOCK_RETRAIN,)).fetchone()
-        if free and free[0]:
-            failed += registry.fail_abandoned_runs(conn, reason=ABANDONED)
-        failed += registry.fail_stale_queued_runs(
-            conn,
-            older_than_seconds=settings.task_time_limit_seconds,
-            reason="no worker picked the run up in time",
-        )
-    for run_id in failed:
-        log.warning("run %s marked failed: %s", run_id, ABANDONED)
-    return failed
 
 
 @contextmanager
@@ -158,7 +116,7 @@ def _execute(
         result = run_retrain(
             conn,
             run_id=run.run_id,
-            config=retrain_config(settings, settings_in_force(conn)),
+            config=retrain_config(settings, overrides_in_force(conn)),
             artifact_dir=settings.artifact_dir,
             meter=meter,
             on_phase=progress,

@@ -13,7 +13,7 @@ import os
 import numpy as np
 import scipy.sparse as sp
 
-from offline.training import top_k
+from shared.ranking.topk import top_k
 from shared.serving_strategy import ServingStrategy
 
 __all__ = ["ann_index_bytes", "float16_factors", "precomputed_lists", "serving_arrays"]
@@ -93,7 +93,7 @@ def ann_index_bytes(item_factors: np.ndarray, strategy: ServingStrategy) -> np.n
 
     Item i of the index is item row i of the version. efSearch is stored too, but the API
     sets it again from the manifest's strategy when it loads the index. The build uses every
-    core: loading an index (online.strategies.AnnIndex) sets faiss to one thread for the whole
+    core: loading an index (ranking.strategies.AnnIndex) sets faiss to one thread for the whole
     process, which a later build in the same process (the tradeoff lab) must not inherit.
     """
     import faiss

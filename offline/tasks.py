@@ -3,7 +3,7 @@
 Tasks are attached to the app that `create_celery_app(settings)` builds rather than to a
 module-level app with `@app.task`: a module-level app would need settings (the broker URL) at
 import time, and tests and the CLI each build their app from their own settings. Callers send
-tasks by name (`app.send_task(PING)`) and never need to import the task's code. Nothing here
+tasks by name (`shared.control.names`) and never need to import the task's code. Nothing here
 may run threaded math at import: the worker's main process imports this before it forks.
 """
 
@@ -16,19 +16,19 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from celery import Celery, Task
 
 from offline import worker_db
+from shared.control.names import (
+    PING,
+    RETRAIN,
+    RETRAIN_SCHEDULED,
+    SWEEP_RUNS,
+    TRADEOFF_FINISH,
+    TRADEOFF_MEASURE,
+    TUNE,
+)
 from shared.settings import Settings
-
-PING = "offline.tasks.ping"
-RETRAIN = "offline.tasks.retrain"
-RETRAIN_SCHEDULED = "offline.tasks.retrain_scheduled"
-SWEEP_RUNS = "offline.tasks.sweep_runs"
-TRADEOFF_MEASURE = "offline.tasks.tradeoff_measure"
-TRADEOFF_FINISH = "offline.tasks.tradeoff_finish"
-TUNE = "offline.tasks.tune"
 
 
 def ping() -> dict[str, Any]:
@@ -51,10 +51,11 @@ def retrain(task: Task, run_id: str) -> dict[str, Any]:
 
 def retrain_scheduled(task: Task, force: bool = False) -> dict[str, Any]:
     """The beat entry: trigger a run and execute it here, unless one is already active."""
-    from offline.runs import execute_run, request_retrain
+    from offline.runs import execute_run
+    from shared.control.retrain import request_retrain
 
     settings = _settings(task)
-    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+    with worker_db.connection(settings) as conn:
         trigger = request_retrain(conn, settings, trigger="schedule", force=force)
     if not trigger.created:
         return {"run_id": str(trigger.run_id), "status": trigger.status, "created": False}
@@ -75,7 +76,7 @@ def tune(
     from offline.tuning import run_tuning
 
     settings = _settings(task)
-    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+    with worker_db.connection(settings) as conn:
         result = run_tuning(
             conn,
             settings,
@@ -91,10 +92,10 @@ def tune(
 
 def sweep_runs(task: Task) -> list[str]:
     """Mark runs whose worker died as failed (beat runs this every few minutes)."""
-    from offline.runs import sweep_abandoned_runs
+    from shared.control.retrain import sweep_abandoned_runs
 
     settings = _settings(task)
-    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+    with worker_db.connection(settings) as conn:
         return [str(run_id) for run_id in sweep_abandoned_runs(conn, settings)]
 
 
@@ -108,7 +109,7 @@ def tradeoff_measure(task: Task, run_id: str, candidate_ids: list[int] | int) ->
 
     ids = [candidate_ids] if isinstance(candidate_ids, int) else list(candidate_ids)
     settings = _settings(task)
-    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+    with worker_db.connection(settings) as conn:
         outcomes = measure_candidates(conn, settings, uuid.UUID(run_id), ids)
     statuses = [{"candidate_id": i, "status": outcomes[i]} for i in ids]
     return {"run_id": run_id, "candidates": statuses}
@@ -119,7 +120,7 @@ def tradeoff_finish(task: Task, run_id: str) -> dict[str, Any]:
     from offline.tradeoff.sweep import finish_sweep
 
     settings = _settings(task)
-    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+    with worker_db.connection(settings) as conn:
         choice = finish_sweep(conn, uuid.UUID(run_id))
     return {"run_id": run_id, **choice.to_dict()}
 

@@ -23,9 +23,8 @@ import psycopg
 
 from offline import tuning_store as store
 from offline.holdout import Holdout, NoTrainingData, load_window, score_model, time_split_holdout
-from offline.retrain_config import retrain_config
-from offline.retrain_settings import StoredSettings, save_settings, settings_in_force
-from offline.training import ModelParams, fit
+from offline.retrain_overrides import StoredOverrides, overrides_in_force, save_overrides
+from offline.training import fit
 from offline.tuning_space import (
     SearchSpace,
     TuningResult,
@@ -36,7 +35,10 @@ from offline.tuning_space import (
     reference_trial,
 )
 from shared import cost_queries, costs
-from shared.metering import HostInfo, Meter, PhaseMeasurement, PhaseProgress
+from shared.hardware import HostInfo
+from shared.metering import Meter, PhaseMeasurement, PhaseProgress
+from shared.model_spec import ModelParams
+from shared.retrain_config import retrain_config
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ def run_tuning(
         currency=price.currency if price else None,
     )
     meter = Meter(energy=costs.energy_model(settings))
-    in_force = settings_in_force(conn)
+    in_force = overrides_in_force(conn)
     search = _Search(conn, tuning_id, meter, price=price, max_cost=max_cost, on_trial=on_trial)
     try:
         status, reason = _search(search, settings, in_force, space, metric, max_trials)
@@ -120,7 +122,7 @@ def run_tuning(
 def _search(
     search: _Search,
     settings: Settings,
-    in_force: StoredSettings | None,
+    in_force: StoredOverrides | None,
     space: SearchSpace,
     metric: str,
     max_trials: int | None,
@@ -152,23 +154,23 @@ def _search(
 def _adopt(
     conn: psycopg.Connection,
     tuning_id: uuid.UUID,
-    in_force: StoredSettings | None,
+    in_force: StoredOverrides | None,
     best: dict[str, Any],
     reference: dict[str, Any],
     metric: str,
-) -> StoredSettings | None:
+) -> StoredOverrides | None:
     """Save the best trial as the settings in force, unless someone chose others meanwhile.
 
     The row keeps the rest of the previous choice (serving strategy, other model knobs): the
     newest row replaces the whole choice, and a tune only means to change what it searched.
     Not committed here: the caller commits it with the search's outcome, in one transaction.
     """
-    now = settings_in_force(conn)
+    now = overrides_in_force(conn)
     if _settings_id(now) != _settings_id(in_force):
         log.warning("tuning %s not applied: the settings in force changed meanwhile", tuning_id)
         return None
     k = best["metrics"]["k"]
-    return save_settings(
+    return save_overrides(
         conn,
         source="tuning",
         model={**(in_force.model if in_force else {}), **best["params"]},
@@ -178,7 +180,7 @@ def _adopt(
     )
 
 
-def _settings_id(stored: StoredSettings | None) -> int | None:
+def _settings_id(stored: StoredOverrides | None) -> int | None:
     return stored.settings_id if stored else None
 
 

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
-from offline.training import ModelParams
+from shared.model_spec import ModelParams
 
 METRICS = ("ndcg", "map", "precision", "recall")
 ALGORITHMS = ("als", "bpr")

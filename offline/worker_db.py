@@ -7,8 +7,11 @@ never opens one; each pool process opens its own in `worker_process_init` (see c
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from shared.db import create_pool
@@ -16,6 +19,18 @@ from shared.settings import Settings
 
 _pool: ConnectionPool | None = None
 _opened_in: int | None = None
+
+
+@contextmanager
+def connection(settings: Settings) -> Iterator[psycopg.Connection]:
+    """An autocommit connection for a task: from this process's pool, or (outside a worker
+    pool process, e.g. a task run eagerly in a test) a connection of its own."""
+    if _pool is not None and _opened_in == os.getpid():
+        with _pool.connection() as conn:
+            yield conn
+        return
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        yield conn
 
 
 def open_worker_pool(settings: Settings) -> ConnectionPool:
@@ -27,6 +42,7 @@ def open_worker_pool(settings: Settings) -> ConnectionPool:
             settings.require_database_url(),
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
+            autocommit=True,
         )
         _pool.open(wait=False)
         _opened_in = os.getpid()

@@ -12,9 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from psycopg_pool import PoolTimeout
 
-from offline.schedule import ScheduleError
-from online.recommender import UnknownItem
+from shared.control.results import BrokerUnavailable, ScheduleError
 from shared.events import MalformedBody
+from shared.ranking.recommender import UnknownItem
 from shared.registry import RegistryError
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ class NotFound(LookupError):
 
 class NoModel(RuntimeError):
     """No model version is loaded in this process yet (none promoted, or none readable)."""
-
-
-class BrokerUnavailable(RuntimeError):
-    """Redis (Celery's broker, RedBeat's store) is unreachable or not configured here."""
 
 
 class Unauthorized(PermissionError):

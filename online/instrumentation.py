@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Literal
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.usage import LATENCY_BOUNDS_MS, N_BUCKETS
+from shared.usage_rows import LATENCY_BOUNDS_MS, N_BUCKETS
 
 if TYPE_CHECKING:
-    from online.recommender import RankedList
+    from shared.ranking.recommender import RankedList
 
 UNMATCHED = "unmatched"
 OTHER_METHOD = "other"
@@ -80,7 +80,7 @@ def note_no_model(request: Request) -> None:
 class RequestCell:
     """Requests of one route, method, status and model version since the last hand-over."""
 
-    # per latency bucket, as shared.usage.bucket_index() assigns them (the ledger's bounds)
+    # per latency bucket, as shared.usage_rows.bucket_index() assigns them (the ledger's bounds)
     counts: list[int] = field(default_factory=lambda: [0] * N_BUCKETS)
     seconds: float = 0.0  # their latencies summed
     items: int = 0

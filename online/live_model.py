@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from online.recommender import Recommender
+from shared.ranking.recommender import Recommender
 
 log = logging.getLogger(__name__)
 

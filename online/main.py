@@ -11,7 +11,7 @@ from online.auth import KeyCache
 from online.errors import install_error_handlers
 from online.instrumentation import InstrumentationMiddleware
 from online.live_model import LiveModel
-from online.metering import Meter
+from online.metering import ServingMeter
 from online.ratelimit import KeyRateLimiter
 from online.recent import RecentEvents
 from online.reloader import Reloader
@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.event_rules = EventRules.from_settings(settings)
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
     app.state.rate_limiter = KeyRateLimiter(settings)  # connects to Redis on first use
-    app.state.meter = meter = Meter(settings)
+    app.state.meter = meter = ServingMeter(settings)
     app.state.live_model = LiveModel(observers=[meter])
     if settings.metering:  # off: not a single instruction added to the request path
         app.add_middleware(InstrumentationMiddleware, meter=meter.requests)

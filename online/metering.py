@@ -30,8 +30,8 @@ from online.live_model import LiveModel
 from online.prometheus import Metrics, mark_process_dead
 from online.ratelimit import RateLimitCounters
 from online.recent import RecentEvents
-from online.recommender import Recommender
 from shared.cost_queries import PATHS, BudgetStatus
+from shared.ranking.recommender import Recommender
 from shared.settings import Settings
 from shared.usage import UsageRecorder
 from shared.usage_flush import Flusher
@@ -42,7 +42,7 @@ FLUSH_CONNECT_TIMEOUT = 5  # seconds; the flusher thread waits this long on a de
 REALTIME_READS = ("fetch", "fetch_skipped")  # reads that left a list without recent events
 
 
-class Meter:
+class ServingMeter:
     """One per app: request metering, the Prometheus metrics and everything feeding them."""
 
     def __init__(self, settings: Settings) -> None:

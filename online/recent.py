@@ -19,8 +19,8 @@ import redis
 import redis.asyncio as aioredis
 
 from online.ratelimit import CircuitBreaker
-from online.recommender import RecentEvent
 from shared.events import Event
+from shared.ranking.recommender import RecentEvent
 
 log = logging.getLogger(__name__)
 

@@ -18,24 +18,13 @@ from pathlib import Path
 import psycopg
 
 from online.live_model import LiveModel
-from online.recommender import CatalogSnapshot, Recommender
 from shared.artifacts import CorruptArtifact
+from shared.catalog import catalog_stamp, load_catalog
+from shared.ranking.recommender import CatalogSnapshot, Recommender
 from shared.registry import PROMOTION_CHANNEL
 
 log = logging.getLogger(__name__)
 _RETRY_REFUSED_AFTER = 60.0  # seconds before a refused version is tried again
-
-
-def load_catalog(conn: psycopg.Connection) -> CatalogSnapshot:
-    rows = conn.execute("SELECT item_id, category, available FROM items").fetchall()
-    return CatalogSnapshot.from_rows(rows)
-
-
-def catalog_stamp(conn: psycopg.Connection) -> tuple[int, datetime | None]:
-    """Cheap change detector for the items table: (row count, newest update)."""
-    row = conn.execute("SELECT count(*), max(updated_at) FROM items").fetchone()
-    assert row is not None
-    return int(row[0]), row[1]
 
 
 class Reloader:

@@ -2,6 +2,9 @@
 
 A version is written under `root/.tmp-<version>-<random>`, fsynced, then renamed to
 `root/<version>`, so a reader sees either a complete version or nothing.
+
+Over 350 lines on purpose: one job (the version format: write, fsync and rename, read with
+checksums, list and prune), whose parts share its private helpers.
 """
 
 from __future__ import annotations

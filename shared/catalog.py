@@ -1,15 +1,17 @@
-"""The item catalogue: wire format, validation and SQL (upserts by item_id)."""
+"""The item catalogue: wire format, validation and SQL (upserts by item_id, loading)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 import psycopg
 
 from shared.events import Id, MalformedBody, Rejection, describe_error
+from shared.ranking.values import CatalogSnapshot
 
 Category = Annotated[str, msgspec.Meta(max_length=256)]
 
@@ -110,3 +112,16 @@ def upsert_items(conn: psycopg.Connection, items: Sequence[ItemIn]) -> int:
 def item_json_schema() -> dict[str, Any]:
     schema: dict[str, Any] = msgspec.json.schema(list[ItemIn])
     return schema
+
+
+def load_catalog(conn: psycopg.Connection) -> CatalogSnapshot:
+    """Every item's category and availability, as the ranking core reads them."""
+    rows = conn.execute("SELECT item_id, category, available FROM items").fetchall()
+    return CatalogSnapshot.from_rows(rows)
+
+
+def catalog_stamp(conn: psycopg.Connection) -> tuple[int, datetime | None]:
+    """Cheap change detector for the items table: (row count, newest update)."""
+    row = conn.execute("SELECT count(*), max(updated_at) FROM items").fetchone()
+    assert row is not None
+    return int(row[0]), row[1]

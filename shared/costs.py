@@ -17,7 +17,8 @@ from decimal import Decimal
 import psycopg
 from psycopg.rows import class_row
 
-from shared.metering import GIB, EnergyModel, HostInfo, PhaseMeasurement, PhaseProgress
+from shared.hardware import HostInfo
+from shared.metering import GIB, EnergyModel, PhaseMeasurement, PhaseProgress
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

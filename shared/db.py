@@ -38,10 +38,17 @@ def connect(database_url: str, *, autocommit: bool = False) -> psycopg.Connectio
     return psycopg.connect(database_url, autocommit=autocommit)
 
 
-def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 8) -> ConnectionPool:
+def create_pool(
+    database_url: str, *, min_size: int = 1, max_size: int = 8, autocommit: bool = False
+) -> ConnectionPool:
     """A connection pool for a long-lived process; open it after any fork."""
     return ConnectionPool(
-        database_url, min_size=min_size, max_size=max_size, open=False, name="recsys"
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        name="recsys",
+        kwargs={"autocommit": True} if autocommit else None,
     )
 
 

@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
-from shared.settings import EVENT_TYPES, Settings
+from shared.confidence import EVENT_TYPES
+from shared.settings import Settings
 
 MAX_ID_LENGTH = 256
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]

@@ -1,15 +1,13 @@
 """Measure the compute of one phase of work: wall and CPU seconds, peak RSS, energy, GPU time.
 
 A `Meter` belongs to one run (a CLI command or one Celery task); there is no global state.
+The hardware counters it reads live in shared.hardware.
 """
 
 from __future__ import annotations
 
 import os
-import platform
-import re
 import resource
-import socket
 import sys
 import threading
 import time
@@ -18,90 +16,22 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import psutil
 
+from shared.hardware import GpuCounter, RaplCounter, import_pynvml
+
 GIB = 1024**3
+
+
 # RAPL counters wrap after roughly 2^32 to 2^38 uJ (minutes at full load on big sockets), so
 # they are read at least this often during a phase, not only at its ends.
 RAPL_POLL_SECONDS = 5.0
-_PACKAGE_DOMAIN = re.compile(r"^intel-rapl:\d+$")
+
+
 # Reported for a sum of phases whose sources differ: the least exact one.
 _SOURCE_RANK = {"estimate": 0, "rapl": 1, "nvml": 2}
-
-
-@dataclass(frozen=True)
-class HostInfo:
-    """Where a measurement was taken, so costs from different machines are not compared blindly."""
-
-    hostname: str
-    cpu_model: str
-    cpu_count: int
-    gpu_name: str | None
-
-    @classmethod
-    def detect(cls) -> HostInfo:
-        """Read this host's name, CPU model and count, and the first GPU's name if NVML sees one."""
-        return cls(
-            hostname=socket.gethostname(),
-            cpu_model=_cpu_model(),
-            cpu_count=os.cpu_count() or 1,
-            gpu_name=_gpu_name(),
-        )
-
-
-def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The "model name" line of /proc/cpuinfo, else what `platform` knows."""
-    with suppress(OSError):
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and value.strip():
-                return value.strip()
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _import_pynvml() -> ModuleType | None:
-    """pynvml if installed (an optional extra, never a dependency), else None."""
-    try:
-        import pynvml  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    return pynvml  # type: ignore[no-any-return,unused-ignore]
-
-
-def _open_nvml(nvml: Any) -> tuple[Any, list[Any]] | None:
-    """Initialised pynvml and a handle per GPU, or None without pynvml, a driver or a GPU."""
-    if nvml is None:
-        return None
-    try:
-        nvml.nvmlInit()
-    except Exception:  # NVMLError and its subclasses: no driver, no library
-        return None
-    try:
-        handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
-    except Exception:
-        handles = []
-    if not handles:
-        nvml.nvmlShutdown()
-        return None
-    return nvml, handles
-
-
-def _gpu_name() -> str | None:
-    """Name of GPU 0 via NVML, or None."""
-    opened = _open_nvml(_import_pynvml())
-    if opened is None:
-        return None
-    nvml, handles = opened
-    try:
-        name = nvml.nvmlDeviceGetName(handles[0])
-    except Exception:
-        return None
-    finally:
-        nvml.nvmlShutdown()
-    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 @dataclass(frozen=True)
@@ -145,113 +75,6 @@ class PhaseMeasurement:
         data["started_at"] = self.started_at.isoformat()
         data["finished_at"] = self.finished_at.isoformat()
         return data
-
-
-@dataclass(frozen=True)
-class _RaplDomain:
-    """One package's energy counter and the value at which it wraps."""
-
-    energy_file: Path
-    max_range_uj: int
-
-
-class _RaplCounter:
-    """Sums the package domains' energy, read often enough to see every wrap."""
-
-    def __init__(self, domains: list[_RaplDomain], first: list[int]) -> None:
-        self._domains = domains
-        self._last = first
-        self.microjoules = 0
-
-    @classmethod
-    def open(cls, root: Path) -> _RaplCounter | None:
-        """A counter over every package domain under `root`, or None if any is unreadable."""
-        try:
-            domains = [_rapl_domain(d) for d in sorted(root.glob("intel-rapl:*")) if _is_package(d)]
-            first = [_read_int(d.energy_file) for d in domains]
-        except (OSError, ValueError):
-            return None
-        return cls(domains, first) if domains else None
-
-    def poll(self) -> bool:
-        """Add the energy since the last read; False (and nothing added) if a read fails."""
-        try:
-            now = [_read_int(d.energy_file) for d in self._domains]
-        except (OSError, ValueError):
-            return False
-        for domain, before, after in zip(self._domains, self._last, now, strict=True):
-            delta = after - before
-            self.microjoules += delta if delta >= 0 else delta + domain.max_range_uj
-        self._last = now
-        return True
-
-
-def _is_package(directory: Path) -> bool:
-    """Top-level package zones only: subzones (core, dram) are inside them, psys spans them."""
-    if not _PACKAGE_DOMAIN.match(directory.name):
-        return False
-    with suppress(OSError):
-        return (directory / "name").read_text().strip().startswith("package")
-    return False
-
-
-def _rapl_domain(directory: Path) -> _RaplDomain:
-    """The counter file and wrap value of one domain."""
-    return _RaplDomain(directory / "energy_uj", _read_int(directory / "max_energy_range_uj"))
-
-
-def _read_int(path: Path) -> int:
-    """An integer sysfs value."""
-    return int(path.read_text().strip())
-
-
-class _GpuCounter:
-    """NVML energy and use by this process over one phase (all GPUs when told they are used)."""
-
-    def __init__(self, nvml: Any, handles: list[Any], *, use: bool | None) -> None:
-        self._nvml = nvml
-        self._handles = handles
-        self._first = self._energy_mj()
-        self._used: set[int] = set(range(len(handles))) if use else set()
-        self._auto = use is None
-
-    @classmethod
-    def open(cls, nvml: Any, *, use: bool | None) -> _GpuCounter | None:
-        """A counter if pynvml, a driver and at least one GPU are present (and `use` allows)."""
-        opened = None if use is False else _open_nvml(nvml)
-        return None if opened is None else cls(*opened, use=use)
-
-    def _energy_mj(self) -> dict[int, int]:
-        """Total energy (mJ) per GPU that reports it (Volta and later)."""
-        readings: dict[int, int] = {}
-        for index, handle in enumerate(self._handles):
-            with suppress(Exception):
-                readings[index] = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
-        return readings
-
-    def poll(self) -> bool:
-        """Note which GPUs run this process. NVML lists host PIDs: in a container pass gpu=True."""
-        if not self._auto:
-            return True
-        pid = os.getpid()
-        for index, handle in enumerate(self._handles):
-            with suppress(Exception):
-                procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(handle)
-                if any(proc.pid == pid for proc in procs):
-                    self._used.add(index)
-        return True
-
-    def finish(self) -> tuple[int, float]:
-        """(GPUs used, joules they drew in the phase): whole-device energy, not this process's."""
-        self.poll()
-        last = self._energy_mj()
-        joules = sum(last[i] - self._first[i] for i in self._used if i in last and i in self._first)
-        return len(self._used), joules / 1000.0
-
-    def close(self) -> None:
-        """Release NVML."""
-        with suppress(Exception):
-            self._nvml.nvmlShutdown()
 
 
 class _RssReader:
@@ -391,7 +214,7 @@ class Meter:
         self.rapl_root = rapl_root
         self.sample_interval = sample_interval
         self.measurements: list[PhaseMeasurement] = []
-        self._pynvml = _import_pynvml()  # once: a failed import costs ~0.3 ms a phase
+        self._pynvml = import_pynvml()  # once: a failed import costs ~0.3 ms a phase
 
     @contextmanager
     def measure(self, phase: str, *, gpu: bool | None = None) -> Iterator[PhaseProgress]:
@@ -399,8 +222,8 @@ class Meter:
 
         `gpu`: None finds this process on the GPUs via NVML, True counts every GPU, False none.
         """
-        rapl = _RaplCounter.open(self.rapl_root)
-        gpus = _GpuCounter.open(self._pynvml, use=gpu)
+        rapl = RaplCounter.open(self.rapl_root)
+        gpus = GpuCounter.open(self._pynvml, use=gpu)
         pollers = [counter.poll for counter in (rapl, gpus) if counter is not None]
         sampler = _Sampler(self.sample_interval, pollers)
         start = _Start(datetime.now(UTC), time.perf_counter(), _cpu_seconds(), _max_rss_bytes())
@@ -423,8 +246,8 @@ class Meter:
         phase: str,
         start: _Start,
         sampled_peak: int,
-        rapl: _RaplCounter | None,
-        gpus: _GpuCounter | None,
+        rapl: RaplCounter | None,
+        gpus: GpuCounter | None,
     ) -> PhaseMeasurement:
         """Turn the start readings and the counters into a measurement."""
         wall = time.perf_counter() - start.wall

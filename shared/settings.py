@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
+from shared.confidence import DEFAULT_WEIGHTS
 
 
 class Settings(BaseSettings):
@@ -113,10 +113,10 @@ class Settings(BaseSettings):
     )
     min_user_events: int = Field(default=1, ge=1)
     min_item_events: int = Field(default=2, ge=1)
-    weight_view: float = Field(default=1.0, ge=0)
-    weight_click: float = Field(default=2.0, ge=0)
-    weight_add_to_cart: float = Field(default=4.0, ge=0)
-    weight_purchase: float = Field(default=8.0, ge=0)
+    weight_view: float = Field(default=DEFAULT_WEIGHTS["view"], ge=0)
+    weight_click: float = Field(default=DEFAULT_WEIGHTS["click"], ge=0)
+    weight_add_to_cart: float = Field(default=DEFAULT_WEIGHTS["add_to_cart"], ge=0)
+    weight_purchase: float = Field(default=DEFAULT_WEIGHTS["purchase"], ge=0)
     rating_neutral: float = 3.0
     rating_weight: float = Field(default=2.0, ge=0)
     half_life_days: float | None = Field(default=None, gt=0)

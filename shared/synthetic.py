@@ -20,10 +20,10 @@ from typing import IO
 import numpy as np
 import numpy.typing as npt
 
+from shared.confidence import EVENT_TYPES
 from shared.events import Event
 
 __all__ = [
-    "EVENT_TYPES",
     "Catalog",
     "EventLog",
     "ShopConfig",
@@ -39,7 +39,6 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
 _VIEW, _CLICK, _CART, _PURCHASE, _RATING = range(5)
 
 _US = 1_000_000  # microseconds per second

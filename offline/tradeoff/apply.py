@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import psycopg
 
-from offline.retrain_settings import StoredSettings, save_settings
-from offline.runs import Trigger, request_retrain
+from offline.retrain_overrides import StoredOverrides, save_overrides
 from offline.tradeoff import store
+from shared.control.retrain import Trigger, request_retrain
 from shared.settings import Settings
 
 _NOT_SAVED = ("num_threads",)  # a property of the machine, not of the choice
@@ -26,7 +26,7 @@ class NothingToApply(ValueError):
 
 @dataclass(frozen=True)
 class Applied:
-    settings: StoredSettings
+    settings: StoredOverrides
     candidate: store.CandidateRow
     trigger: Trigger
 
@@ -54,7 +54,7 @@ def apply_choice(
         raise NothingToApply(f"candidate {chosen} of run {run_id} was not measured")
     model = {k: v for k, v in row.model.items() if k not in _NOT_SAVED}
     with conn.transaction():
-        saved = save_settings(
+        saved = save_overrides(
             conn,
             source="tradeoff",
             model=model,

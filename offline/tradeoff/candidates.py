@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from offline.training import ModelParams
+from shared.model_spec import ModelParams
 from shared.serving_strategy import STRATEGIES, ServingStrategy
 
 # Fields that do not change what a model is (threads) are left out of a candidate's identity.

@@ -20,34 +20,21 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import psycopg
 
-from offline.dataset import EventColumns, InteractionMatrix
-from offline.evaluation import RankingMetrics, time_split
-from offline.holdout import Holdout, build_matrix_for, load_window, score_model, time_split_holdout
-from offline.pipeline import _arrays
-from offline.retrain_config import RetrainConfig
+from offline.dataset import InteractionMatrix
+from offline.evaluation import RankingMetrics
+from offline.holdout import score_model
+from offline.pipeline import version_arrays
 from offline.serving_build import serving_arrays
 from offline.tradeoff.candidates import Candidate
+from offline.tradeoff.prepared import Prepared
 from offline.tradeoff.replay import Mix
 from offline.tradeoff.serve import serve_version
-from offline.training import ModelParams, TrainedFactors, fit
-from online.recommender import CatalogSnapshot
+from offline.training import TrainedFactors, fit
 from shared.costs import Price, measurement_cost
 from shared.metering import Meter, PhaseMeasurement
+from shared.model_spec import ModelParams
 from shared.serving_strategy import ServingStrategy
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """The window, its holdout and the catalogue: the same for every candidate of a sweep."""
-
-    config: RetrainConfig
-    before: EventColumns  # the training split's events ("seen" of the served artifact)
-    holdout: Holdout
-    full_nnz: int
-    catalog: CatalogSnapshot
-    phase: PhaseMeasurement  # what loading and splitting cost
 
 
 @dataclass(frozen=True)
@@ -76,21 +63,6 @@ class Measurement:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def prepare(conn: psycopg.Connection, config: RetrainConfig, *, meter: Meter) -> Prepared:
-    """Load the retrain window and build its time-split holdout, metered as one phase."""
-    from online.reloader import load_catalog
-
-    with meter.measure("prepare") as progress:
-        events = load_window(conn, config)
-        holdout = time_split_holdout(events, config)
-        before, _ = time_split(events, cutoff=holdout.cutoff)
-        full_nnz = int(build_matrix_for(events, config).matrix.nnz)
-    catalog = load_catalog(conn)
-    conn.commit()
-    assert progress.measurement is not None
-    return Prepared(config, before, holdout, full_nnz, catalog, progress.measurement)
 
 
 # How a model setting is fitted: offline.training.fit, or a wrapper (tests count its calls).
@@ -124,7 +96,7 @@ def fit_model(
         metrics = score_model(model, holdout, prepared.config.k)
     assert fitting.measurement is not None
     assert evaluating.measurement is not None
-    arrays = _arrays(model, holdout.train, prepared.before)
+    arrays = version_arrays(model, holdout.train, prepared.before)
     return FittedModel(model, metrics, arrays, fitting.measurement, evaluating.measurement)
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from offline.training import top_k
-from online.batching import RequestBatcher
-from online.recommender import RankedList, RecentEvent, Recommender
+from shared.ranking.batching import RequestBatcher
+from shared.ranking.recommender import RankedList, RecentEvent, Recommender
+from shared.ranking.topk import top_k
 from shared.serving_strategy import ServingStrategy
 
 WARM_UP = 100  # requests answered untimed before a replay

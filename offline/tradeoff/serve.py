@@ -11,13 +11,14 @@ import secrets
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import psutil
 
 from offline.evaluation import RankingMetrics, ranking_metrics
 from offline.holdout import Holdout
+from offline.tradeoff.prepared import Prepared
 from offline.tradeoff.replay import (
     Mix,
     Population,
@@ -27,12 +28,9 @@ from offline.tradeoff.replay import (
     request_mix,
 )
 from offline.training import TrainedFactors
-from online.recommender import Recommender, UserRequest
 from shared import artifacts
+from shared.ranking.recommender import Recommender, UserRequest
 from shared.serving_strategy import ServingStrategy
-
-if TYPE_CHECKING:
-    from offline.tradeoff.measure import Prepared
 
 
 def serve_version(
@@ -117,10 +115,10 @@ def served_quality(recommender: Recommender, holdout: Holdout, k: int) -> Rankin
 
 
 def _ann_recall(strategy: ServingStrategy, arrays: dict[str, Any]) -> float | None:
-    """The ANN index's own recall@10 against exact scoring (online.strategies.ann_recall)."""
+    """The ANN index's own recall@10 against exact scoring (ranking.strategies.ann_recall)."""
     if strategy.name != "ann":
         return None
-    from online.strategies import AnnIndex, ann_recall
+    from shared.ranking.strategies import AnnIndex, ann_recall
 
     index = AnnIndex(arrays["ann_index"], ef_search=strategy.ann_ef_search)
     return ann_recall(index, arrays["user_factors"], arrays["item_factors"], k=10)

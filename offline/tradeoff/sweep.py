@@ -19,10 +19,7 @@ from typing import Any
 import psycopg
 from celery import Celery, chord
 
-from offline.dataset import ConfidenceSettings
-from offline.retrain_config import RetrainConfig, retrain_config
-from offline.retrain_settings import settings_in_force
-from offline.tasks import TRADEOFF_FINISH, TRADEOFF_MEASURE
+from offline.retrain_overrides import overrides_in_force
 from offline.tradeoff import costing, store
 from offline.tradeoff.candidates import (
     Candidate,
@@ -31,11 +28,16 @@ from offline.tradeoff.candidates import (
     default_grid,
     with_baseline,
 )
-from offline.tradeoff.measure import FitFunction, Prepared, fit_model, measure_strategy, prepare
+from offline.tradeoff.measure import FitFunction, fit_model, measure_strategy
+from offline.tradeoff.prepared import Prepared, prepare
 from offline.tradeoff.replay import Mix
-from offline.training import ModelParams, fit
+from offline.training import fit
 from shared import costs
+from shared.confidence import ConfidenceSettings
+from shared.control.names import TRADEOFF_FINISH, TRADEOFF_MEASURE
 from shared.metering import Meter
+from shared.model_spec import ModelParams
+from shared.retrain_config import RetrainConfig, retrain_config
 from shared.serving_strategy import ServingStrategy
 from shared.settings import Settings
 
@@ -48,7 +50,7 @@ class NoPrice(RuntimeError):
 
 def current_config(conn: psycopg.Connection, settings: Settings) -> RetrainConfig:
     """The retrain settings in force (environment + the newest retrain_settings row)."""
-    return retrain_config(settings, settings_in_force(conn))
+    return retrain_config(settings, overrides_in_force(conn))
 
 
 def start_sweep(

@@ -14,24 +14,23 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
-from celery import Celery
 from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import Response
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from offline.celery_app import TRAINING_QUEUE
-from offline.schedule import ScheduleInfo, retrain_schedule, set_enabled, set_retrain_schedule
-from offline.tasks import RETRAIN
 from online.auth import require_scope
 from online.deps import CeleryDep, PoolDep, SettingsDep
-from online.errors import BrokerUnavailable, NotFound, json_response
+from online.errors import NotFound, json_response
 from shared import registry
+from shared.control.results import ScheduleInfo
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from offline.runs import Trigger
+    from celery import Celery
+
+    from shared.control.retrain import Trigger
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -111,31 +110,12 @@ async def post_retrain(
 def _queue_retrain(
     pool: ConnectionPool, settings: Settings, celery: Celery, *, force: bool
 ) -> Trigger:
-    # Imported here: offline.runs pulls in the training stack (pyarrow, scipy), which an API
-    # process should load only if an operator ever retrains through it.
-    from offline.runs import request_retrain
+    # Imported here: the trigger's snapshot pulls in the retrain spec, which an API process
+    # should load only if an operator ever retrains through it.
+    from shared.control.retrain import queue_retrain
 
     with pool.connection() as conn:
-        trigger = request_retrain(conn, settings, trigger="api", force=force)
-        if trigger.created:
-            _send_retrain(conn, celery, trigger.run_id)
-    return trigger
-
-
-def _send_retrain(conn: psycopg.Connection, celery: Celery, run_id: uuid.UUID) -> None:
-    """Send the run to a worker; if that fails, fail the run so it blocks no later trigger."""
-    try:
-        # No result: the run row tells how it ended, and waiting on results would make each
-        # send subscribe to (and on a dead Redis, retry for ~20 s against) the result store.
-        sent = celery.send_task(
-            RETRAIN, args=[str(run_id)], queue=TRAINING_QUEUE, ignore_result=True
-        )
-    except Exception as exc:
-        with conn.transaction():
-            registry.finish_run(conn, run_id, status="failed", error=f"not queued: {exc}")
-        raise BrokerUnavailable(f"the retrain could not be queued on the broker: {exc}") from exc
-    with conn.transaction():
-        registry.set_task_id(conn, run_id, sent.id)
+        return queue_retrain(conn, settings, celery, trigger="api", force=force)
 
 
 @router.get(
@@ -254,6 +234,8 @@ async def get_schedule(celery: CeleryDep) -> Response:
     responses={200: {"model": ScheduleInfo}, **_errors(422, 503)},
 )
 async def put_schedule(celery: CeleryDep, body: ScheduleRequest) -> Response:
+    from shared.control.schedule import set_retrain_schedule
+
     info = await run_in_threadpool(
         set_retrain_schedule, celery, cron=body.cron, timezone=body.timezone
     )
@@ -279,6 +261,8 @@ async def resume_schedule(celery: CeleryDep) -> Response:
 
 
 def _existing_schedule(celery: Celery) -> ScheduleInfo:
+    from shared.control.schedule import retrain_schedule
+
     info = retrain_schedule(celery)
     if info is None:
         raise NotFound("no retrain schedule is set; PUT /v1/admin/schedule sets one")
@@ -286,5 +270,7 @@ def _existing_schedule(celery: Celery) -> ScheduleInfo:
 
 
 def _set_enabled(celery: Celery, enabled: bool) -> ScheduleInfo:
+    from shared.control.schedule import set_enabled
+
     _existing_schedule(celery)  # a missing schedule is a 404 here, not a bad request
     return set_enabled(celery, enabled)

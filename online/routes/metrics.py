@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from online.metering import Meter
+from online.metering import ServingMeter
 
 router = APIRouter(tags=["health"])
 
@@ -18,7 +18,7 @@ router = APIRouter(tags=["health"])
     responses={200: {"content": {"text/plain": {}}, "description": "Text exposition format"}},
 )
 async def metrics(request: Request) -> Response:
-    meter: Meter = request.app.state.meter
+    meter: ServingMeter = request.app.state.meter
     meter.publish()  # on the event loop, like the counting: the tally needs no lock
     body, content_type = await run_in_threadpool(meter.metrics.exposition)
     return Response(body, media_type=content_type)

@@ -4,7 +4,7 @@ Scoring runs on the event loop: it is a few milliseconds of numpy on a memory-ma
 read-only model, cheaper than a hop to the thread pool. Each request takes the live model
 once, so a swap never changes the version under a request in flight. A version served with
 the `batched` strategy answers user recommendations through the process's RequestBatcher
-(online.batching): concurrent requests share one scan, run in a worker thread.
+(shared.ranking.batching): concurrent requests share one scan, run in a worker thread.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from online.auth import require_scope
-from online.batching import RequestBatcher
 from online.errors import NoModel, json_response
 from online.instrumentation import note_answer, note_no_model
 from online.live_model import LiveModel
 from online.recent import RecentEvents
-from online.recommender import RankedList, Recommender
+from shared.ranking.batching import RequestBatcher
+from shared.ranking.recommender import RankedList, Recommender
 
 router = APIRouter(
     prefix="/v1", tags=["recommendations"], dependencies=[Depends(require_scope("recommend"))]

@@ -14,12 +14,12 @@ import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from offline.celery_app import TRAINING_QUEUE
-from offline.runs import execute_run, request_retrain
-from offline.tasks import RETRAIN
+from offline.runs import execute_run
 from online.main import create_app
 from online.ratelimit import KeyRateLimiter
 from shared import registry
+from shared.control.names import RETRAIN, TRAINING_QUEUE
+from shared.control.retrain import request_retrain
 from shared.redis_url import redis_py_url
 from shared.settings import Settings
 from tests.shop import SMALL_SHOP, load_shop

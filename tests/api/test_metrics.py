@@ -13,9 +13,9 @@ from starlette.requests import Request
 
 from online.instrumentation import Answer, FallbackKind, RequestTally, note_answer
 from online.main import create_app
-from online.metering import Meter
+from online.metering import ServingMeter
 from online.prometheus import Metrics
-from online.recommender import RankedList
+from shared.ranking.recommender import RankedList
 from shared.settings import Settings
 from shared.usage import UsageRecorder
 from shared.usage_flush import Flusher
@@ -207,7 +207,7 @@ def test_the_flushers_budget_check_sets_the_gauge(settings: Settings) -> None:
     time.sleep(0.05)  # 0.05 allocated vCPU-seconds: far over the budget at any price
     with psycopg.connect(tight.require_database_url()) as conn:
         assert recorder.flush(conn, final=True) == 1
-    meter = Meter(tight)
+    meter = ServingMeter(tight)
     flusher = Flusher(
         recorder,
         lambda: psycopg.connect(tight.require_database_url()),

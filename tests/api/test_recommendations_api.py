@@ -11,9 +11,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from offline.runs import execute_run, request_retrain
+from offline.runs import execute_run
 from online.main import create_app
 from shared import registry
+from shared.control.retrain import request_retrain
 from shared.settings import Settings
 from tests.shop import SMALL_SHOP, load_shop, stock_catalogue
 

@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from online.main import create_app
-from online.recommender import Recommender
 from shared import registry
 from shared.artifacts import read_version
+from shared.ranking.recommender import Recommender
 from shared.settings import Settings
 from tests.api.test_recommendations_api import (
     a_known_user,

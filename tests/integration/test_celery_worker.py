@@ -20,7 +20,7 @@ from celery.schedules import schedule
 from redbeat import RedBeatSchedulerEntry
 
 from offline.celery_app import create_celery_app
-from offline.tasks import PING
+from shared.control.names import PING
 from shared.embedded import embedded_redis_url, stop_embedded_redis
 from shared.settings import Settings
 from tests.processes import (

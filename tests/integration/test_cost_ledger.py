@@ -16,10 +16,12 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from offline.runs import RunOutcome, execute_run, request_retrain
+from offline.runs import RunOutcome, execute_run
 from shared import costs, registry
+from shared.control.retrain import request_retrain
 from shared.costs import measurement_cost, price_in_force, record_training_phases
-from shared.metering import EnergyModel, HostInfo, Meter
+from shared.hardware import HostInfo
+from shared.metering import EnergyModel, Meter
 from shared.settings import Settings
 from shared.usage import UsageRecorder
 from shared.usage_flush import flush_to_url, start_flusher

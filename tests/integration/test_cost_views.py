@@ -16,9 +16,10 @@ import pytest
 from psycopg.rows import dict_row
 
 from shared import cost_queries, costs
-from shared.metering import GIB, HostInfo, PhaseMeasurement
+from shared.hardware import HostInfo
+from shared.metering import GIB, PhaseMeasurement
 from shared.settings import Settings
-from shared.usage import LATENCY_BOUNDS_MS, N_BUCKETS, UsageRow, quantile_ms, write_rows
+from shared.usage_rows import LATENCY_BOUNDS_MS, N_BUCKETS, UsageRow, quantile_ms, write_rows
 
 DAY = datetime(2030, 1, 2, tzinfo=UTC)
 RUN = uuid.UUID("00000000-0000-0000-0000-0000000000a1")

@@ -14,10 +14,11 @@ import pytest
 from psycopg.types.json import Jsonb
 from typer.testing import CliRunner, Result
 
+from cli.main import app
 from shared import costs
-from shared.cli.main import app
-from shared.metering import GIB, HostInfo, PhaseMeasurement
-from shared.usage import N_BUCKETS, UsageRow, write_rows
+from shared.hardware import HostInfo
+from shared.metering import GIB, PhaseMeasurement
+from shared.usage_rows import N_BUCKETS, UsageRow, write_rows
 
 Run = Callable[..., Result]
 DAY = datetime(2031, 3, 4, tzinfo=UTC)

@@ -1,4 +1,7 @@
-"""File imports on a real PostgreSQL: mapping, rejects with line numbers, resumable re-runs."""
+"""File imports on a real PostgreSQL: mapping, rejects with line numbers, resumable re-runs.
+
+Over 350 lines on purpose: the bulk import's promises, one test each, on shared fixtures.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +19,10 @@ import psycopg
 import pytest
 
 from shared.event_store import existing_partitions
-from shared.importer import (
-    ColumnMap,
-    ImportConfigError,
-    ImportSummary,
-    ItemColumns,
-    import_events,
-    import_items,
-)
+from shared.importing.columns import ColumnMap
+from shared.importing.events import ImportSummary, import_events
+from shared.importing.items import ItemColumns, import_items
+from shared.importing.readers import ImportConfigError
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

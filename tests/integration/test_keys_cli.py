@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner, Result
 
-from shared.cli.main import app
+from cli.main import app
 from tests.processes import RECSYS
 
 Run = Callable[..., Result]

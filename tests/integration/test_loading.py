@@ -8,8 +8,8 @@ import numpy as np
 import psycopg
 import pytest
 
-from offline.dataset import EVENT_TYPES
 from offline.loading import load_events, newest_event_time, window_start
+from shared.confidence import EVENT_TYPES
 from shared.event_store import EventWriter
 from shared.events import Event
 

@@ -13,10 +13,11 @@ import psycopg
 import pytest
 from celery import Celery
 
-from offline.celery_app import TRAINING_QUEUE, create_celery_app
-from offline.runs import execute_run, request_retrain
-from offline.tasks import RETRAIN
+from offline.celery_app import create_celery_app
+from offline.runs import execute_run
 from shared import artifacts, registry
+from shared.control.names import RETRAIN, TRAINING_QUEUE
+from shared.control.retrain import request_retrain
 from shared.settings import Settings
 from tests.processes import (
     Started,

@@ -13,9 +13,10 @@ import pytest
 from celery import Celery
 from typer.testing import CliRunner
 
-from offline.celery_app import TRAINING_QUEUE, create_celery_app
+from cli.main import app as cli
+from offline.celery_app import create_celery_app
 from offline.dataset import InteractionMatrix
-from offline.retrain_settings import settings_in_force
+from offline.retrain_overrides import overrides_in_force
 from offline.runs import execute_run
 from offline.tradeoff import store
 from offline.tradeoff.apply import apply_choice
@@ -23,10 +24,11 @@ from offline.tradeoff.candidates import Candidate, resolve
 from offline.tradeoff.costing import Workload
 from offline.tradeoff.replay import Mix
 from offline.tradeoff.sweep import current_config, run_inline, send_sweep, start_sweep
-from offline.training import ModelParams, TrainedFactors, fit
+from offline.training import TrainedFactors, fit
 from shared import registry
 from shared.catalog import ItemIn, upsert_items
-from shared.cli.main import app as cli
+from shared.control.names import TRAINING_QUEUE
+from shared.model_spec import ModelParams
 from shared.settings import Settings
 from shared.synthetic import ShopConfig, generate_catalog
 from tests.conftest import TABLES_TO_CLEAN
@@ -239,7 +241,7 @@ def test_apply_stores_the_choice_and_its_retrain_goes_through_the_gate(
         applied = apply_choice(conn, settings, run_id, candidate_id=1)
         assert applied.trigger.created
         outcome = execute_run(settings, applied.trigger.run_id)
-        in_force = settings_in_force(conn)
+        in_force = overrides_in_force(conn)
         run = store.get_run(conn, run_id)
         retrain = registry.get_run(conn, applied.trigger.run_id)
         version = registry.get_version(conn, outcome.version or "")

@@ -15,21 +15,21 @@ import pytest
 from redbeat import RedBeatSchedulerEntry
 from typer.testing import CliRunner
 
-from offline.celery_app import TRAINING_QUEUE, create_celery_app
-from offline.retrain_config import retrain_config
-from offline.retrain_settings import save_settings, settings_in_force
-from offline.schedule import (
+from cli.main import app as cli
+from offline.celery_app import create_celery_app
+from offline.retrain_overrides import overrides_in_force, save_overrides
+from offline.tuning import run_tuning
+from offline.tuning_space import SearchSpace
+from offline.tuning_store import get_tuning
+from shared import costs
+from shared.control.names import TRAINING_QUEUE, TUNE
+from shared.control.schedule import (
     TUNE_ENTRY,
     list_schedules,
     set_retrain_schedule,
     set_tune_schedule,
 )
-from offline.tasks import TUNE
-from offline.tuning import run_tuning
-from offline.tuning_space import SearchSpace
-from offline.tuning_store import get_tuning
-from shared import costs
-from shared.cli.main import app as cli
+from shared.retrain_config import retrain_config
 from shared.settings import Settings
 from shared.synthetic import ShopConfig
 from tests.processes import celery_env, running_worker
@@ -83,7 +83,7 @@ def test_a_search_records_every_trial_and_beats_or_keeps_the_defaults(
     assert row.cost > 0
     assert row.currency == "USD"
     # Applied exactly when it beat the defaults; then every later retrain uses its choice.
-    stored = settings_in_force(conn)
+    stored = overrides_in_force(conn)
     assert row.applied == result.applied == (result.best["value"] > trial0["value"])
     if result.applied:
         assert stored is not None
@@ -103,7 +103,7 @@ def test_a_search_records_every_trial_and_beats_or_keeps_the_defaults(
 def test_a_better_trial_is_applied_and_the_next_retrain_carries_it(
     shop: Settings, conn: psycopg.Connection
 ) -> None:
-    before = save_settings(
+    before = save_overrides(
         conn, source="operator", model=WEAK, serving={"name": "exact"}, note="weak"
     )
     conn.commit()
@@ -114,7 +114,7 @@ def test_a_better_trial_is_applied_and_the_next_retrain_carries_it(
     assert result.improvement is not None
     assert result.improvement > 0
     assert result.applied
-    stored = settings_in_force(conn)
+    stored = overrides_in_force(conn)
     assert stored is not None
     assert stored.settings_id == result.settings_id != before.settings_id
     assert (stored.source, stored.origin["tuning_id"]) == ("tuning", str(result.tuning_id))
@@ -130,7 +130,7 @@ def test_a_better_trial_is_applied_and_the_next_retrain_carries_it(
 def test_without_apply_or_without_a_gain_nothing_is_saved(
     shop: Settings, conn: psycopg.Connection
 ) -> None:
-    save_settings(conn, source="operator", model=WEAK)
+    save_overrides(conn, source="operator", model=WEAK)
     conn.commit()
     dry = run_tuning(conn, shop, max_trials=3, space=SMALL_SPACE, apply=False)
     assert dry.improvement is not None

@@ -14,7 +14,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from shared.cli.main import app
+from cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SERVICES = ("migrate", "api", "worker", "beat")

@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from offline.dataset import (
-    ConfidenceSettings,
-    EventColumns,
-    build_matrix,
-    event_confidence,
-    scale_confidence,
-)
+from offline.dataset import build_matrix
+from shared.confidence import ConfidenceSettings, EventColumns, event_confidence, scale_confidence
 
 DAY = 86_400.0
 T0 = 1_750_000_000.0

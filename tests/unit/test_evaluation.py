@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from offline.dataset import EventColumns
 from offline.evaluation import (
     RankingMetrics,
     choose_cutoff,
@@ -18,6 +17,7 @@ from offline.evaluation import (
     should_promote,
     time_split,
 )
+from shared.confidence import EventColumns
 from shared.synthetic import ShopConfig, generate_catalog, generate_events
 
 

@@ -6,16 +6,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from offline.dataset import (
-    ConfidenceSettings,
-    EventColumns,
-    InteractionMatrix,
-    build_matrix,
-    event_confidence,
-    scale_confidence,
-)
-from offline.training import ModelParams, TrainedFactors, fit
-from online.foldin import (
+from offline.dataset import InteractionMatrix, build_matrix
+from offline.training import TrainedFactors, fit
+from shared.confidence import ConfidenceSettings, EventColumns, event_confidence, scale_confidence
+from shared.model_spec import ModelParams
+from shared.ranking.foldin import (
     FoldInModel,
     event_raw_confidence,
     fold_in,

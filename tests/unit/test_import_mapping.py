@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from shared.events import Event
-from shared.import_readers import ImportConfigError, detect_format, open_source
-from shared.importer import (
+from shared.importing.columns import (
     ColumnMap,
     InvalidRecord,
     derived_event_id,
-    map_item,
     parse_epoch,
     parse_type_map,
     plan_columns,
 )
+from shared.importing.items import map_item
+from shared.importing.readers import ImportConfigError, detect_format, open_source
 
 
 def test_type_map_parses_pairs_and_rejects_nonsense() -> None:

@@ -17,13 +17,8 @@ import numpy as np
 import psutil
 import pytest
 
-from shared.metering import (
-    EnergyModel,
-    HostInfo,
-    Meter,
-    PhaseMeasurement,
-    _RaplCounter,
-)
+from shared.hardware import HostInfo, RaplCounter
+from shared.metering import EnergyModel, Meter, PhaseMeasurement
 
 MB = 1024**2
 MAX_RANGE = 2**32
@@ -170,7 +165,7 @@ def test_rapl_counts_package_zones_only_and_handles_wrap(tmp_path: Path) -> None
 
 def test_rapl_polls_add_up_across_several_wraps(tmp_path: Path) -> None:
     zone = _zone(tmp_path, "intel-rapl:0", "package-0", 0)
-    counter = _RaplCounter.open(tmp_path)
+    counter = RaplCounter.open(tmp_path)
     assert counter is not None
     for value in (MAX_RANGE - 1, 10, MAX_RANGE - 1, 10):
         _set_energy(zone, value)

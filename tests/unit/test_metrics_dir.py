@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli.metrics_dir import MULTIPROC_ENV, prepare_multiprocess_dir
+from cli.metrics_dir import MULTIPROC_ENV, prepare_multiprocess_dir
 
 
 def test_each_server_gets_an_empty_directory_and_dead_servers_lose_theirs(

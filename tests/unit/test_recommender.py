@@ -3,6 +3,8 @@
 Two models: a hand-made one whose scores are known exactly (ranking rules), and ALS/BPR
 trained on a two-block shop (users of block A touch only block A's items), where the right
 answer is "items of the user's own block".
+
+Over 350 lines on purpose: one test module for one class, every ranking rule a test.
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from offline.dataset import ConfidenceSettings, EventColumns, build_matrix
-from offline.pipeline import _arrays
-from offline.training import ModelParams, fit
-from online.recommender import (
+from offline.dataset import build_matrix
+from offline.pipeline import version_arrays
+from offline.training import fit
+from shared.artifacts import CorruptArtifact, read_version, write_version
+from shared.confidence import ConfidenceSettings, EventColumns
+from shared.model_spec import ModelParams
+from shared.ranking.recommender import (
     CatalogSnapshot,
     RankedList,
     RecentEvent,
     Recommender,
     UnknownItem,
 )
-from shared.artifacts import CorruptArtifact, read_version, write_version
 
 T0 = 1_700_000_000.0  # training events happen up to T0, where the window ends
 WINDOW_END = "2023-11-14T22:13:20+00:00"  # T0 in ISO form
@@ -96,7 +100,7 @@ def _write_block(root: Path, algorithm: str) -> Path:
     return write_version(
         root,
         algorithm,
-        _arrays(trained, matrix, events),
+        version_arrays(trained, matrix, events),
         manifest_fields=_manifest(algorithm, params),
     )
 

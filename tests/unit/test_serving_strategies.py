@@ -3,6 +3,8 @@
 One random model is written once per strategy; the exact version is the reference: the
 precomputed and float16 strategies must give its answers, ANN must obey every ranking rule
 (and report its recall), and the batcher must give one-by-one answers in fewer scans.
+
+Over 350 lines on purpose: every serving strategy against the same ranking rules.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from offline.dataset import ConfidenceSettings, EventColumns, build_matrix
-from offline.pipeline import _arrays
+from offline.dataset import build_matrix
+from offline.pipeline import version_arrays
 from offline.serving_build import serving_arrays
-from offline.training import ModelParams, fit
-from online.batching import RequestBatcher
-from online.recommender import CatalogSnapshot, RankedList, RecentEvent, Recommender
-from online.strategies import ServingPlan
+from offline.training import fit
 from shared.artifacts import CorruptArtifact, write_version
+from shared.confidence import ConfidenceSettings, EventColumns
+from shared.model_spec import ModelParams
+from shared.ranking.batching import RequestBatcher
+from shared.ranking.recommender import CatalogSnapshot, RankedList, RecentEvent, Recommender
+from shared.ranking.strategies import ServingPlan
 from shared.serving_strategy import ServingStrategy
 
 USERS, ITEMS, FACTORS = 150, 400, 16
@@ -370,7 +374,7 @@ def test_a_version_exported_with_each_strategy_loads_and_serves(tmp_path: Path, 
     matrix = build_matrix(events, confidence=ConfidenceSettings(), reference_time=1.7e9)
     params = ModelParams(factors=8, iterations=5, num_threads=1, random_state=0)
     strategy = ServingStrategy(name=name)
-    arrays = _arrays(fit(matrix, params), matrix, events, serving=strategy)
+    arrays = version_arrays(fit(matrix, params), matrix, events, serving=strategy)
     fields = {
         "algorithm": "als",
         "params": params.to_dict(),
@@ -381,7 +385,10 @@ def test_a_version_exported_with_each_strategy_loads_and_serves(tmp_path: Path, 
     plain = {k: v for k, v in fields.items() if k != "serving"}  # as before strategies
     old = Recommender.load(
         write_version(
-            tmp_path, "old", _arrays(fit(matrix, params), matrix, events), manifest_fields=plain
+            tmp_path,
+            "old",
+            version_arrays(fit(matrix, params), matrix, events),
+            manifest_fields=plain,
         )
     )
     assert (rec.serving.name, old.serving.name) == (name, "exact")

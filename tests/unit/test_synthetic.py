@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared.confidence import EVENT_TYPES
 from shared.synthetic import (
-    EVENT_TYPES,
     Catalog,
     EventLog,
     ShopConfig,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from online.scoring import top_positions
+from shared.ranking.topk import top_positions
 
 
 def reference(scores: np.ndarray, k: int, floor: float) -> np.ndarray:

@@ -17,7 +17,7 @@ from offline.tradeoff.candidates import (
     resolve,
     with_baseline,
 )
-from offline.training import ModelParams
+from shared.model_spec import ModelParams
 from shared.serving_strategy import STRATEGIES, ServingStrategy
 
 BASE = ModelParams(factors=32, regularization=3.0)

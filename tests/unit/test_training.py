@@ -7,7 +7,9 @@ import pytest
 import scipy.sparse as sp
 
 from offline.dataset import InteractionMatrix
-from offline.training import ModelParams, TrainedFactors, fit, gpu_available, top_k
+from offline.training import TrainedFactors, fit, gpu_available
+from shared.model_spec import ModelParams
+from shared.ranking.topk import top_k
 
 BLOCK = 20  # two blocks of 20 users x 20 items
 

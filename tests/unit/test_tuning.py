@@ -9,8 +9,6 @@ import optuna
 import orjson
 import pytest
 
-from offline.schedule import parse_cron
-from offline.training import ModelParams
 from offline.tuning_space import (
     SearchSpace,
     TuningResult,
@@ -20,6 +18,8 @@ from offline.tuning_space import (
     chosen_fields,
     reference_trial,
 )
+from shared.control.schedule import parse_cron
+from shared.model_spec import ModelParams
 
 
 @pytest.mark.parametrize("algorithm", ["als", "bpr"])

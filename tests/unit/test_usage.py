@@ -10,11 +10,10 @@ import pytest
 
 from shared.metering import GIB, EnergyModel
 from shared.settings import Settings
-from shared.usage import (
-    IDLE_ROUTE,
+from shared.usage import IDLE_ROUTE, UsageRecorder
+from shared.usage_rows import (
     LATENCY_BOUNDS_MS,
     N_BUCKETS,
-    UsageRecorder,
     UsageRow,
     bucket_index,
     quantile_ms,

@@ -11,6 +11,9 @@ itself with `ALTER ROLE recsys_analyst LOGIN PASSWORD '...';`.
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-28
+
+Over 350 lines on purpose: a migration is frozen history (the cost ledger's tables, views
+and functions as first shipped); it is never edited or split after it landed.
 """
 
 from alembic import op
