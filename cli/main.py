@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from cli import costs, db, demo, imports, keys, schedule, serve, tradeoff, training, workers
 from cli.context import CliContext, fail
+from cli.evaluate import evaluate
 from cli.tune import app as tune_app
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app.command("demo")(demo.demo)
 app.command("worker")(workers.worker)
 app.command("beat")(workers.beat)
 app.command("train")(training.train)
+app.command("evaluate")(evaluate)
 app.add_typer(training.runs_app, name="runs")
 app.add_typer(training.models_app, name="models")
 app.add_typer(schedule.app, name="schedule")

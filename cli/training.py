@@ -187,6 +187,9 @@ def runs_show(ctx: typer.Context, run: str, as_json: bool = JSON) -> None:
             for p in found.phases
         ],
     )
+    selection = found.metrics.get("selection")
+    if selection:
+        print_candidates(selection)
     for name in ("candidate", "popularity", "live"):
         if name in found.metrics:
             m = found.metrics[name]
@@ -195,6 +198,33 @@ def runs_show(ctx: typer.Context, run: str, as_json: bool = JSON) -> None:
                 f"  recall {m['recall']:.4f}  map {m['map']:.4f}  coverage "
                 f"{m['coverage']:.3f}"
             )
+
+
+def print_candidates(selection: dict[str, Any]) -> None:
+    """Every candidate of a run's selection on the holdout; `*` marks the chosen one."""
+    rows = []
+    for c in selection["candidates"]:
+        m = c["metrics"] or {}
+        mark = "*" if c["label"] == selection["chosen"] else ""
+        scored = [m.get(k) for k in ("precision", "recall", "ndcg", "map", "coverage")]
+        rows.append(
+            [mark, c["label"], *scored, c["fit_cpu_seconds"], c["evaluate_cpu_seconds"], c["note"]]
+        )
+    print_table(
+        [
+            "",
+            "candidate",
+            "precision",
+            "recall",
+            "ndcg",
+            "map",
+            "coverage",
+            "fit cpu s",
+            "eval cpu s",
+            "note",
+        ],
+        rows,
+    )
 
 
 def _find_run(conn: psycopg.Connection, text: str) -> registry.Run:

@@ -69,8 +69,8 @@ def interactions(
     "Seen" for serving: an item the user rated low or only viewed is still one they know,
     even when it carries no confidence for training.
     """
-    rows = _positions(events.user_ids, np.asarray(user_ids))[events.user_index]
-    cols = _positions(events.item_ids, np.asarray(item_ids))[events.item_index]
+    rows = positions(events.user_ids, np.asarray(user_ids))[events.user_index]
+    cols = positions(events.item_ids, np.asarray(item_ids))[events.item_index]
     keep = (rows >= 0) & (cols >= 0)
     matrix = sp.csr_matrix(
         (np.ones(int(keep.sum()), dtype=np.float32), (rows[keep], cols[keep])),
@@ -90,7 +90,7 @@ def _axis(
 ) -> tuple[np.ndarray, np.ndarray]:
     """New index (-1 = dropped) of each event along one axis, and the ids of that axis."""
     if space is not None:
-        return _positions(dictionary, space)[codes], np.asarray(space)
+        return positions(dictionary, space)[codes], np.asarray(space)
     counts = np.bincount(codes if live.all() else codes[live], minlength=len(dictionary))
     kept = counts >= max(minimum, 1)
     renumber = np.full(len(dictionary), -1, dtype=np.int32)
@@ -98,7 +98,7 @@ def _axis(
     return renumber[codes], np.asarray(dictionary)[kept]
 
 
-def _positions(dictionary: np.ndarray, space: np.ndarray) -> np.ndarray:
+def positions(dictionary: np.ndarray, space: np.ndarray) -> np.ndarray:
     """For each id of `dictionary`, its position in `space` (distinct ids), or -1."""
     # Imported here: the API imports this module for fold-in and never aligns axes, and
     # pyarrow would add ~27 MiB to every API worker.

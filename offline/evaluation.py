@@ -26,7 +26,7 @@ __all__ = [
     "drop_seen",
     "popularity_ranking",
     "ranking_metrics",
-    "should_promote",
+    "should_publish",
     "time_split",
 ]
 
@@ -129,15 +129,22 @@ def _hits(top: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
 
 
 def popularity_ranking(
-    train: sp.csr_matrix, users: np.ndarray, *, k: int, exclude_seen: bool = True
+    train: sp.csr_matrix,
+    users: np.ndarray,
+    *,
+    k: int,
+    exclude_seen: bool = True,
+    scores: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Top-k most popular items (most distinct users with a positive entry) per user.
+    """Top-k most popular items per user: by `scores` (one per item), or by default by the
+    most distinct users with a positive entry.
 
     Ties go to the lower item index. With exclude_seen, a user's stored items are skipped.
     """
     n_items = train.shape[1]
-    popularity = np.bincount(train.indices[train.data > 0], minlength=n_items)
-    order = np.argsort(-popularity, kind="stable")
+    if scores is None:
+        scores = np.bincount(train.indices[train.data > 0], minlength=n_items)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
     ranked = np.full((len(users), k), -1, dtype=np.int64)
     for row, user in enumerate(users):
         # One global order; a user needs at most k + |seen| of its head to find k unseen items.
@@ -156,38 +163,38 @@ class Decision:
     reason: str
 
 
-def should_promote(
-    candidate: RankingMetrics,
+def should_publish(
+    best: RankingMetrics,
     *,
+    label: str,
     popularity: RankingMetrics,
     live: RankingMetrics | None,
     tolerance: float,
     metric: str = "ndcg",
 ) -> Decision:
-    """Promote only if the candidate beats popularity and is not worse than the live version
-    by more than `tolerance` (relative: 0.02 = 2% below live is still accepted).
+    """Publish the best candidate of a selection (popularity baselines included) unless it is
+    worse than the live version by more than `tolerance` (relative: 0.02 = 2% below live is
+    still accepted). `popularity` (the whole-window baseline) is only quoted in the reason.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}")
     if tolerance < 0:
         raise ValueError("tolerance must be >= 0")
-    if candidate.k != popularity.k or (live is not None and live.k != candidate.k):
+    if best.k != popularity.k or (live is not None and live.k != best.k):
         raise ValueError("metrics to compare must use the same k")
-    name = f"{metric}@{candidate.k}"
-    ours, baseline = getattr(candidate, metric), getattr(popularity, metric)
-    if candidate.users == 0:
+    name = f"{metric}@{best.k}"
+    ours, baseline = getattr(best, metric), getattr(popularity, metric)
+    if best.users == 0:
         return Decision(False, f"no test user to evaluate {name} on")
-    if not ours > baseline:
-        return Decision(False, f"{name} {ours:.4f} does not beat popularity {baseline:.4f}")
-    beats = f"{name} {ours:.4f} beats popularity {baseline:.4f}"
+    won = f"{label} won with {name} {ours:.4f} (popularity over the window {baseline:.4f})"
     if live is None:
-        return Decision(True, f"{beats}; no live version")
+        return Decision(True, f"{won}; no live version")
     current = getattr(live, metric)
     floor = current * (1.0 - tolerance)
     if ours < floor:
         return Decision(
             False,
-            f"{name} {ours:.4f} is worse than live {current:.4f} by more than "
-            f"{tolerance:.1%} (floor {floor:.4f})",
+            f"the best candidate, {label}, {name} {ours:.4f}, is worse than live {current:.4f} "
+            f"by more than {tolerance:.1%} (floor {floor:.4f})",
         )
-    return Decision(True, f"{beats} and is within {tolerance:.1%} of live {current:.4f}")
+    return Decision(True, f"{won} and is within {tolerance:.1%} of live {current:.4f}")

@@ -24,9 +24,10 @@ from offline.evaluation import (
     time_split,
 )
 from offline.loading import load_events, window_start
-from offline.training import TrainedFactors
+from offline.models import ItemItemModel, Model, PopularityModel, presence
 from shared.confidence import EventColumns
-from shared.ranking.topk import top_k
+from shared.ranking.scoring import item_item_scores
+from shared.ranking.topk import top_k, top_k_by
 from shared.retrain_config import RetrainConfig
 
 __all__ = [
@@ -50,6 +51,8 @@ class Holdout:
     relevant: sp.csr_matrix  # test interactions not seen in training, aligned with train
     users: np.ndarray  # train rows with at least one relevant test item (maybe a sample)
     cutoff: float
+    train_events: EventColumns  # the events before the cutoff (recency-weighted popularity)
+    test_span_seconds: float  # from the cutoff to the newest event: what is predicted
 
     @property
     def n_items(self) -> int:
@@ -92,19 +95,41 @@ def time_split_holdout(events: EventColumns, config: RetrainConfig) -> Holdout:
         users = np.sort(rng.choice(users, size=config.max_eval_users, replace=False))
     if train.matrix.nnz == 0 or len(users) == 0:
         raise NoTrainingData("the time split left no training data or no test users")
-    return Holdout(train, relevant, users, cutoff)
+    span = float(after.occurred_at.max()) - cutoff if len(after) else 0.0
+    return Holdout(train, relevant, users, cutoff, before, span)
 
 
-def score_model(model: TrainedFactors, holdout: Holdout, k: int) -> RankingMetrics:
-    """Exact top-k of the holdout's users (training items excluded) against their test items."""
-    items, _ = top_k(
-        model.user_factors, model.item_factors, holdout.users, k=k, exclude=holdout.train.matrix
-    )
+def score_model(model: Model, holdout: Holdout, k: int) -> RankingMetrics:
+    """Top-k of the holdout's users (training items excluded) against their test items, for
+    any algorithm: factors exactly, item-item models by their rows, popularity by its order."""
+    items = rank_holdout(model, holdout, k)
     return ranking_metrics(items, holdout.relevant[holdout.users], k=k, n_items=holdout.n_items)
 
 
+def rank_holdout(model: Model, holdout: Holdout, k: int) -> np.ndarray:
+    """Each holdout user's top-k item columns (-1 padded), training items excluded."""
+    train = holdout.train.matrix
+    if isinstance(model, PopularityModel):
+        return popularity_ranking(train, holdout.users, k=k, scores=model.scores)
+    if isinstance(model, ItemItemModel):
+        rows = presence(train)
+        similarity = model.similarity
+        # As served: items with evidence (score > 0) by score, then the rest by popularity.
+        shoppers = np.bincount(rows.indices, minlength=holdout.n_items).astype(np.float32)
+        fill = shoppers / (shoppers.max() + 1.0)
+
+        def block(users: np.ndarray) -> np.ndarray:
+            scores = item_item_scores(rows[users], similarity)
+            return np.where(scores > 0, scores + 1.0, fill[None, :])
+
+        items, _ = top_k_by(block, holdout.users, n_items=holdout.n_items, k=k, exclude=train)
+        return items
+    items, _ = top_k(model.user_factors, model.item_factors, holdout.users, k=k, exclude=train)
+    return items
+
+
 def popularity_metrics(holdout: Holdout, k: int) -> RankingMetrics:
-    """The popularity baseline on the same holdout."""
+    """The whole-window popularity baseline on the same holdout."""
     return ranking_metrics(
         popularity_ranking(holdout.train.matrix, holdout.users, k=k),
         holdout.relevant[holdout.users],

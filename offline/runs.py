@@ -112,11 +112,14 @@ def _execute(
         if budget is not None:
             budget.check(meter.measurements, running, at=f"{running.phase} iteration {n}")
 
+    config = retrain_config(settings, overrides_in_force(conn))
+    price = costs.price_in_force(conn) if config.selection_budget_unit == "money" else None
     try:
         result = run_retrain(
             conn,
             run_id=run.run_id,
-            config=retrain_config(settings, overrides_in_force(conn)),
+            config=config,
+            selection_price=price,
             artifact_dir=settings.artifact_dir,
             meter=meter,
             on_phase=progress,

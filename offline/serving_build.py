@@ -13,10 +13,17 @@ import os
 import numpy as np
 import scipy.sparse as sp
 
-from shared.ranking.topk import top_k
+from shared.ranking.scoring import item_item_scores
+from shared.ranking.topk import top_k, top_k_by
 from shared.serving_strategy import ServingStrategy
 
-__all__ = ["ann_index_bytes", "float16_factors", "precomputed_lists", "serving_arrays"]
+__all__ = [
+    "ann_index_bytes",
+    "float16_factors",
+    "item_item_precomputed",
+    "precomputed_lists",
+    "serving_arrays",
+]
 
 
 def serving_arrays(
@@ -114,3 +121,29 @@ def float16_factors(item_factors: np.ndarray) -> np.ndarray:
     if not np.isfinite(half).all():
         raise ValueError("item factors overflow float16; serve this model with another strategy")
     return half
+
+
+def item_item_precomputed(
+    similarity: sp.csr_matrix | np.ndarray, seen: sp.csr_matrix, strategy: ServingStrategy
+) -> dict[str, np.ndarray]:
+    """Precomputed lists of an item-item version: each user's seen row times the matrix, the
+    same scores the API's exact path gives that user, top-n unseen (most active users first
+    when `strategy.precomputed_users` caps them)."""
+    activity = np.diff(seen.indptr)
+    users = np.arange(seen.shape[0], dtype=np.int32)
+    if strategy.precomputed_users is not None and strategy.precomputed_users < len(users):
+        order = np.lexsort((users, -activity))
+        users = np.sort(users[order[: strategy.precomputed_users]]).astype(np.int32)
+    width = min(strategy.precomputed_n, seen.shape[1])
+
+    def block(chunk: np.ndarray) -> np.ndarray:
+        return item_item_scores(seen[chunk], similarity)
+
+    items, scores = top_k_by(
+        block, users.astype(np.int64), n_items=seen.shape[1], k=max(width, 1), exclude=seen
+    )
+    return {
+        "precomputed_users": users,
+        "precomputed_items": items[:, :width].astype(np.int32),
+        "precomputed_scores": scores[:, :width].astype(np.float32),
+    }

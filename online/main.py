@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from online.auth import KeyCache
 from online.errors import install_error_handlers
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.live_model,
             poll_seconds=settings.model_poll_seconds,
         )
+        await run_in_threadpool(reloader.check_now)
         reloader.start()
         try:
             yield

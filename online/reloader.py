@@ -4,7 +4,8 @@ One thread per API process. A promotion commits with a NOTIFY on `recsys_model_p
 the thread wakes, reads the pointer, loads the new version (checksums verified) off the
 request path and swaps the reference. A corrupt or missing artifact is refused (logged,
 counted) and the old version keeps serving. The catalogue (availability, categories) is
-refreshed on the same thread when the items table changed.
+refreshed on the same thread when the items table changed. Before any version is published,
+the thread serves the event log's popular-now lists (shared.popular_now), rebuilt every 30 s.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import psycopg
 from online.live_model import LiveModel
 from shared.artifacts import CorruptArtifact
 from shared.catalog import catalog_stamp, load_catalog
+from shared.popular_now import popular_now
 from shared.ranking.recommender import CatalogSnapshot, Recommender
 from shared.registry import PROMOTION_CHANNEL
 
 log = logging.getLogger(__name__)
 _RETRY_REFUSED_AFTER = 60.0  # seconds before a refused version is tried again
+FALLBACK_REFRESH_SECONDS = 30.0  # how often popular-now lists are rebuilt before any version
 
 
 class Reloader:
@@ -42,6 +45,17 @@ class Reloader:
         self._refused_at: dict[str, float] = {}
         self._catalog_stamp: tuple[int, datetime | None] | None = None
         self._catalog: CatalogSnapshot | None = None
+        self._fallback_at: float | None = None  # monotonic time of the last popular_now
+
+    def check_now(self) -> None:
+        """One check on a connection of its own, before the process takes requests, so its
+        first answer already comes from the promoted version (or popular-now lists). A
+        database that does not answer within seconds is left to the thread's retries."""
+        try:
+            with psycopg.connect(self.database_url, autocommit=True, connect_timeout=3) as conn:
+                self.check(conn)
+        except psycopg.Error as exc:
+            log.warning("first model check failed (%s); the reloader keeps trying", exc)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="model-reloader", daemon=True)
@@ -59,7 +73,10 @@ class Reloader:
             "SELECT p.version, v.artifact_path FROM model_pointer p "
             "JOIN model_versions v USING (version)"
         ).fetchone()
-        if row is None or row[0] == self.live.version:
+        if row is None:
+            self._serve_popular_now(conn)
+            return
+        if row[0] == self.live.version:
             return
         version, path = row
         refused = self._refused_at.get(version)
@@ -83,6 +100,20 @@ class Reloader:
         log.warning(
             "now serving model version %s (loaded in %.2f s)", version, time.monotonic() - started
         )
+
+    def _serve_popular_now(self, conn: psycopg.Connection) -> None:
+        """No version is published: answer from the event log's popularity, rebuilt every
+        FALLBACK_REFRESH_SECONDS while that lasts (a real version replaces it at once)."""
+        current = self.live.current
+        if current is not None and not current.is_fallback:
+            return  # a loaded version keeps serving even if the pointer went away
+        last = self._fallback_at
+        if last is not None and time.monotonic() - last < FALLBACK_REFRESH_SECONDS:
+            return
+        self._fallback_at = time.monotonic()
+        item_ids, scores = popular_now(conn)
+        catalog = self._catalog or load_catalog(conn)
+        self.live.swap(Recommender.popular_only(item_ids, scores, catalog=catalog))
 
     def _refresh_catalog(self, conn: psycopg.Connection) -> None:
         stamp = catalog_stamp(conn)

@@ -19,6 +19,7 @@ __all__ = [
     "BM25_K1",
     "DEFAULT_WEIGHTS",
     "EVENT_TYPES",
+    "RATING_MODES",
     "SCALINGS",
     "TYPE_CODES",
     "ConfidenceSettings",
@@ -42,7 +43,7 @@ BM25_K1 = 100.0  # implicit's lastfm example's K1 and B; recorded per version in
 BM25_B = 0.8
 _RATING = TYPE_CODES["rating"]
 _SECONDS_PER_DAY = 86_400.0
-_NEGATIVE_RATINGS = ("ignore", "negative")
+RATING_MODES = ("scaled", "above_neutral", "signed")
 
 
 @dataclass(frozen=True)
@@ -116,16 +117,24 @@ class EventColumns:
 class ConfidenceSettings:
     """How much one event says about a user's interest in an item; recorded in each manifest.
 
-    Ratings: `rating_weight * (value - rating_neutral)`. With negative_ratings="ignore", ratings
-    at or below neutral add nothing; with "negative" they subtract from the pair's sum, and a
-    pair whose sum ends below zero reaches ALS as a dislike (implicit reads a negative entry as
-    "not liked, with confidence |c|"). Other event types ignore `value` (e.g. a quantity).
+    Ratings (`ratings`):
+    - "scaled" (the default): every rating is a positive interaction, weighing
+      `rating_weight * value / rating_scale`: the top of the scale weighs `rating_weight` (a
+      purchase's weight by default), a low rating less but never nothing. A shopper who rated
+      an item chose it and consumed it; on real rating logs, dropping low ratings loses more
+      than it gains. `rating_scale` is the top of the log's scale: None reads it off the data
+      (the largest rating), and a retrain records the value it used so fold-in weighs alike.
+    - "above_neutral": `rating_weight * (value - rating_neutral)`, nothing at or below it.
+    - "signed": the same, and a rating below neutral subtracts from the pair's sum; a pair
+      whose sum ends below zero reaches ALS as a dislike.
+    Other event types ignore `value` (e.g. a quantity).
     """
 
     weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    ratings: str = "scaled"
     rating_neutral: float = 3.0
-    rating_weight: float = 2.0
-    negative_ratings: str = "ignore"
+    rating_weight: float = 8.0
+    rating_scale: float | None = None  # "scaled": the top rating; None: the data's largest
     half_life_days: float | None = None  # None: no time decay
 
     def __post_init__(self) -> None:
@@ -134,19 +143,28 @@ class ConfidenceSettings:
         if unknown:
             raise ValueError(f"weights for unknown event types: {sorted(unknown)}")
         if "rating" in self.weights:
-            raise ValueError("ratings are weighted by rating_weight and rating_neutral")
+            raise ValueError("ratings are weighted by rating_weight (and rating_neutral)")
         if any(not np.isfinite(w) or w < 0 for w in self.weights.values()):
             raise ValueError("event weights must be finite and >= 0")
-        if self.negative_ratings not in _NEGATIVE_RATINGS:
-            raise ValueError(f"negative_ratings must be one of {_NEGATIVE_RATINGS}")
+        if self.ratings not in RATING_MODES:
+            raise ValueError(f"ratings must be one of {RATING_MODES}")
         if self.rating_weight < 0:
             raise ValueError("rating_weight must be >= 0")
+        if self.rating_scale is not None and not self.rating_scale > 0:
+            raise ValueError("rating_scale must be > 0 (or None: read off the data)")
         if self.half_life_days is not None and not self.half_life_days > 0:
             raise ValueError("half_life_days must be > 0 (or None for no decay)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values, for the run manifest."""
         return {**asdict(self), "weights": dict(self.weights)}
+
+    def resolved_for(self, events: EventColumns) -> ConfidenceSettings:
+        """These settings with `rating_scale` fixed from `events` when it was left to the data
+        (what a retrain records, so the API's fold-in weighs new ratings alike)."""
+        if self.ratings != "scaled" or self.rating_scale is not None:
+            return self
+        return replace(self, rating_scale=_largest_rating(events))
 
 
 def event_confidence(
@@ -160,14 +178,31 @@ def event_confidence(
     table = np.array([confidence.weights.get(name, 0.0) for name in EVENT_TYPES])
     weight = table[events.type_code]
     rating = events.type_code == _RATING
-    stars = np.nan_to_num(events.value[rating] - confidence.rating_neutral, nan=0.0)
-    if confidence.negative_ratings == "ignore":
-        stars = np.maximum(stars, 0.0)
-    weight[rating] = confidence.rating_weight * stars
+    weight[rating] = _rating_weight(events.value[rating], confidence, events)
     if confidence.half_life_days is not None:
         age_days = np.maximum(reference_time - events.occurred_at, 0.0) / _SECONDS_PER_DAY
         weight *= np.exp2(-age_days / confidence.half_life_days)
     return weight
+
+
+def _rating_weight(
+    values: np.ndarray, confidence: ConfidenceSettings, events: EventColumns
+) -> np.ndarray:
+    """What each rating weighs under the settings' mode (see ConfidenceSettings)."""
+    if confidence.ratings == "scaled":
+        scale = confidence.rating_scale or _largest_rating(events)
+        return confidence.rating_weight * np.nan_to_num(values, nan=0.0) / scale
+    stars = np.nan_to_num(values - confidence.rating_neutral, nan=0.0)
+    if confidence.ratings == "above_neutral":
+        stars = np.maximum(stars, 0.0)
+    return confidence.rating_weight * stars
+
+
+def _largest_rating(events: EventColumns) -> float:
+    """The top of the log's rating scale as its data shows it (1.0 when there is none)."""
+    values = events.value[events.type_code == _RATING]
+    values = values[np.isfinite(values)]
+    return float(values.max()) if len(values) and values.max() > 0 else 1.0
 
 
 def scale_confidence(

@@ -11,11 +11,23 @@ from typing import Any
 
 from shared.confidence import BM25_B, BM25_K1, SCALINGS
 
-__all__ = ["ALGORITHMS", "ModelParams"]
+__all__ = [
+    "ALGORITHMS",
+    "FACTOR_ALGORITHMS",
+    "ITEM_ITEM_ALGORITHMS",
+    "SIMILARITIES",
+    "ModelParams",
+    "model_kind",
+]
 
-ALGORITHMS = ("als", "bpr")
-# Per-algorithm defaults for the fields left as None (the two use them in different units).
-_DEFAULT_REGULARIZATION = {"als": 5.0, "bpr": 0.01}
+FACTOR_ALGORITHMS = ("als", "bpr")  # implicit's matrix factorisation: user and item factors
+ITEM_ITEM_ALGORITHMS = ("item_knn", "ease")  # an items x items matrix; users are their rows
+ALGORITHMS = (*FACTOR_ALGORITHMS, *ITEM_ITEM_ALGORITHMS, "popularity")
+SIMILARITIES = ("cosine", "bm25")  # item-kNN's neighbour similarity (implicit)
+# Per-algorithm defaults for the fields left as None (each uses them in its own units):
+# ALS's ridge weight (see below), BPR's SGD decay, EASE's l2 on the item Gram matrix
+# (Steck 2019 found a few hundred right for implicit data; the shop's holdout picks).
+_DEFAULT_REGULARIZATION = {"als": 5.0, "bpr": 0.01, "ease": 500.0}
 _DEFAULT_ITERATIONS = {"als": 15, "bpr": 100}
 
 
@@ -40,7 +52,7 @@ class ModelParams:
     The right values for a given shop come from sweeping them on its own time-split holdout.
     """
 
-    algorithm: str = "als"  # "als" | "bpr"
+    algorithm: str = "als"  # one of ALGORITHMS
     factors: int = 64
     iterations: int | None = None  # None: ALS 15, BPR 100 (implicit's BPR default)
     regularization: float | None = None  # None: ALS 5.0 (see above), BPR 0.01 (SGD decay)
@@ -49,6 +61,9 @@ class ModelParams:
     scaling: str = "log"  # ALS: "log" | "bm25" | "none" (see confidence.scale_confidence)
     bm25_k1: float = BM25_K1  # the "bm25" scaling's K1 and B, kept so fold-in scales alike
     bm25_b: float = BM25_B
+    neighbours: int = 200  # item_knn: neighbours kept per item
+    similarity: str = "cosine"  # item_knn: "cosine" | "bm25"
+    recency_half_life_days: float | None = None  # popularity: None counts the whole window
     random_state: int = 42
     num_threads: int = 0  # implicit's own threads; 0 = all cores
     use_gpu: bool = False  # implicit's CUDA models; fit() refuses where there is none
@@ -65,17 +80,30 @@ class ModelParams:
             raise ValueError("alpha and learning_rate must be > 0, num_threads >= 0")
         if self.scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {SCALINGS}")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}")
+        if self.neighbours < 1:
+            raise ValueError("neighbours must be >= 1")
+        if self.recency_half_life_days is not None and not self.recency_half_life_days > 0:
+            raise ValueError("recency_half_life_days must be > 0 (or None: the whole window)")
+        if self.use_gpu and self.algorithm not in FACTOR_ALGORITHMS:
+            raise ValueError("use_gpu: only ALS and BPR have a GPU fit")
+
+    @property
+    def kind(self) -> str:
+        """ "factors", "item_item" or "popularity": how a version of it is scored."""
+        return model_kind(self.algorithm)
 
     @property
     def effective_iterations(self) -> int:
-        """Iterations (ALS sweeps or BPR epochs) this run uses."""
-        return self.iterations or _DEFAULT_ITERATIONS[self.algorithm]
+        """Iterations (ALS sweeps or BPR epochs) this run uses; 1 for the closed forms."""
+        return self.iterations or _DEFAULT_ITERATIONS.get(self.algorithm, 1)
 
     @property
     def effective_regularization(self) -> float:
         """The regularization this run uses."""
         if self.regularization is None:
-            return _DEFAULT_REGULARIZATION[self.algorithm]
+            return _DEFAULT_REGULARIZATION.get(self.algorithm, 0.0)
         return self.regularization
 
     @classmethod
@@ -91,3 +119,14 @@ class ModelParams:
             "iterations": self.effective_iterations,
             "regularization": self.effective_regularization,
         }
+
+
+def model_kind(algorithm: str) -> str:
+    """How a version of `algorithm` is scored: "factors", "item_item" or "popularity"."""
+    if algorithm in FACTOR_ALGORITHMS:
+        return "factors"
+    if algorithm in ITEM_ITEM_ALGORITHMS:
+        return "item_item"
+    if algorithm == "popularity":
+        return "popularity"
+    raise ValueError(f"algorithm must be one of {ALGORITHMS}")

@@ -40,6 +40,12 @@ class RetrainConfig:
     final_fit: bool
     keep_versions: int
     serving: ServingStrategy = field(default_factory=ServingStrategy)
+    # "auto": select among candidates on the holdout (offline/selection.py); otherwise the
+    # pinned algorithm (model.algorithm), still compared with the popularity baselines.
+    algorithm: str = "auto"
+    selection_budget: float | None = None  # in selection_budget_unit; None: no bound
+    selection_budget_unit: str = "cpu_seconds"  # or "money" (priced with the price book)
+    ease_max_items: int = 10_000
 
     def to_dict(self) -> dict[str, Any]:
         plain = asdict(self)
@@ -60,13 +66,15 @@ def retrain_config(settings: Settings, stored: Overrides | None = None) -> Retra
         return config
     model = ModelParams.from_dict({**asdict(config.model), **stored.model})
     serving = ServingStrategy.from_dict({**config.serving.to_dict(), **stored.serving})
-    return replace(config, model=model, serving=serving)
+    # A stored choice that names its algorithm (the lab's, the tuner's) pins it.
+    algorithm = model.algorithm if "algorithm" in stored.model else config.algorithm
+    return replace(config, model=model, serving=serving, algorithm=algorithm)
 
 
 def _from_environment(settings: Settings) -> RetrainConfig:
     defaults = ModelParams()
     model = ModelParams(
-        algorithm=settings.algorithm,
+        algorithm="als" if settings.algorithm == "auto" else settings.algorithm,
         factors=settings.factors,
         iterations=settings.iterations,
         regularization=settings.regularization,
@@ -75,6 +83,7 @@ def _from_environment(settings: Settings) -> RetrainConfig:
         learning_rate=settings.learning_rate,
         random_state=settings.random_state,
         num_threads=settings.training_threads,
+        neighbours=settings.neighbours,
     )
     confidence = ConfidenceSettings(
         weights={
@@ -83,6 +92,7 @@ def _from_environment(settings: Settings) -> RetrainConfig:
             "add_to_cart": settings.weight_add_to_cart,
             "purchase": settings.weight_purchase,
         },
+        ratings=settings.ratings,
         rating_neutral=settings.rating_neutral,
         rating_weight=settings.rating_weight,
         half_life_days=settings.half_life_days,
@@ -101,7 +111,18 @@ def _from_environment(settings: Settings) -> RetrainConfig:
         final_fit=settings.final_fit,
         keep_versions=settings.keep_versions,
         serving=ServingStrategy(name=settings.serving_strategy),
+        algorithm=settings.algorithm,
+        selection_budget=_budget(settings),
+        selection_budget_unit="money" if settings.selection_budget_cost else "cpu_seconds",
+        ease_max_items=settings.ease_max_items,
     )
+
+
+def _budget(settings: Settings) -> float | None:
+    """The selection's bound: money when a money budget is set, else CPU seconds."""
+    if settings.selection_budget_cost is not None:
+        return settings.selection_budget_cost
+    return settings.selection_budget_seconds
 
 
 def _or(value: float | None, default: float) -> float:

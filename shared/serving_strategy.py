@@ -55,3 +55,26 @@ class ServingStrategy:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# Strategies that need user and item factors: item-item and popularity versions have none.
+_FACTOR_STRATEGIES = ("ann", "float16")
+
+
+def refusal(strategy: str, kind: str) -> str | None:
+    """Why a version of this kind ("factors", "item_item", "popularity") cannot be served
+    with `strategy`, or None when it can."""
+    if kind == "popularity" and strategy != "exact":
+        return f"{strategy} has nothing to speed up in a popularity version (one list for all)"
+    if kind == "item_item" and strategy in _FACTOR_STRATEGIES:
+        return f"{strategy} needs factors; item-kNN and EASE serve exact, precomputed or batched"
+    return None
+
+
+def serving_for(strategy: ServingStrategy, params: Any) -> tuple[ServingStrategy, str]:
+    """The strategy a version of `params` (a ModelParams) is built with, and a note for the
+    run's reason when the configured one had to give way to exact."""
+    why = refusal(strategy.name, params.kind)
+    if why is None:
+        return strategy, ""
+    return ServingStrategy(**{**strategy.to_dict(), "name": "exact"}), f"; served exact: {why}"

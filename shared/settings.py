@@ -30,8 +30,12 @@ class Settings(BaseSettings):
     # Ingestion rules.
     max_batch_events: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
-    rating_min: float = 1.0
-    rating_max: float = 5.0
+    rating_min: float = Field(
+        default=0.5,
+        description="Lowest rating accepted: half stars (0.5-5) and 1-10 scales import as they "
+        "come; narrow it for a shop whose own scale is stricter.",
+    )
+    rating_max: float = 10.0
     future_tolerance_seconds: float = Field(default=300.0, ge=0)
 
     # HTTP server.
@@ -117,10 +121,38 @@ class Settings(BaseSettings):
     weight_click: float = Field(default=DEFAULT_WEIGHTS["click"], ge=0)
     weight_add_to_cart: float = Field(default=DEFAULT_WEIGHTS["add_to_cart"], ge=0)
     weight_purchase: float = Field(default=DEFAULT_WEIGHTS["purchase"], ge=0)
+    ratings: Literal["scaled", "above_neutral", "signed"] = Field(
+        default="scaled",
+        description="How a rating weighs (README, 'How events are weighted'): 'scaled', every "
+        "rating a positive interaction rising with its value; 'above_neutral', only the part "
+        "above rating_neutral; 'signed', below neutral counts against the item.",
+    )
     rating_neutral: float = 3.0
-    rating_weight: float = Field(default=2.0, ge=0)
+    rating_weight: float = Field(
+        default=8.0, ge=0, description="Weight of the top rating ('scaled'): a purchase's."
+    )
     half_life_days: float | None = Field(default=None, gt=0)
-    algorithm: Literal["als", "bpr"] = "als"
+    algorithm: Literal["auto", "als", "bpr", "item_knn", "ease", "popularity"] = Field(
+        default="auto",
+        description="'auto': each retrain fits a small, budgeted set of candidates on the "
+        "holdout and publishes the best (offline/selection.py); or pin one algorithm (it is "
+        "still compared with the popularity baselines).",
+    )
+    selection_budget_seconds: float | None = Field(
+        default=None, gt=0, description="CPU seconds the selection may spend; unset: no bound."
+    )
+    selection_budget_cost: float | None = Field(
+        default=None,
+        gt=0,
+        description="Money (cost_currency) the selection may spend, priced with the price book.",
+    )
+    ease_max_items: int = Field(
+        default=10_000,
+        ge=2,
+        description="EASE is refused above this many items: it holds a dense items x items "
+        "matrix (about 12 bytes x items^2 while fitting: 1.1 GiB at 10,000).",
+    )
+    neighbours: int = Field(default=200, ge=1, le=10_000, description="item-kNN neighbours.")
     factors: int = Field(default=64, ge=1, le=1024)
     iterations: int | None = Field(
         default=None, ge=1, le=10_000, description="Unset: per algorithm."

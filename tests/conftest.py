@@ -115,6 +115,9 @@ def settings(clean_database: str, tmp_path: Path) -> Settings:
         database_url=clean_database,
         data_dir=tmp_path / "var",
         artifact_dir=tmp_path / "artifacts",
+        # Tests about a factor model's behaviour pin ALS; `auto` has its own tests
+        # (tests/unit/test_selection.py, tests/integration/test_retrain.py).
+        algorithm="als",
     )
 
 

@@ -1,8 +1,8 @@
 """Item-item nearest neighbours: implicit's cosine / BM25 kNN similarity, and item-item scoring.
 
 `fit_item_knn` turns a users x items matrix into a sparse items x items similarity holding each
-item's top neighbours; `item_item_scores` scores users' rows against any item-item matrix (this
-sparse one, or EASE's dense one), which is what serving and evaluation call.
+item's top neighbours; shared.ranking.scoring.item_item_scores scores users' rows against any
+item-item matrix (this sparse one, or EASE's dense one) for serving and evaluation.
 implicit is imported inside `fit_item_knn` only, so scoring code does not pay for its import.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-__all__ = ["SIMILARITIES", "fit_item_knn", "item_item_scores"]
+__all__ = ["SIMILARITIES", "fit_item_knn"]
 
 SIMILARITIES = ("cosine", "bm25")
 
@@ -52,26 +52,6 @@ def fit_item_knn(
         warnings.filterwarnings("ignore", "Method expects CSR input", ParameterWarning)
         model.fit(liked, show_progress=False)
     return _top_per_row(model.similarity, neighbours)
-
-
-def item_item_scores(
-    user_rows: sp.csr_matrix, similarity: sp.csr_matrix | np.ndarray
-) -> np.ndarray:
-    """Dense float32 scores (n_rows x n_items) = user_rows @ similarity, sparse or dense.
-
-    Seen items are not masked here: callers filter what a user already has.
-    """
-    if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
-        raise ValueError(f"similarity must be a square item x item matrix, got {similarity.shape}")
-    if user_rows.shape[1] != similarity.shape[0]:
-        raise ValueError(
-            f"user_rows has {user_rows.shape[1]} item columns, similarity {similarity.shape[0]}"
-        )
-    rows = sp.csr_matrix(user_rows, dtype=np.float32)
-    if sp.issparse(similarity):
-        product = rows @ sp.csr_matrix(similarity, dtype=np.float32)
-        return np.asarray(product.toarray(), dtype=np.float32)
-    return np.asarray(rows @ np.asarray(similarity, dtype=np.float32), dtype=np.float32)
 
 
 def _check_knn_args(similarity: str, neighbours: int, num_threads: int) -> None:

@@ -25,7 +25,8 @@ NO_ITEMS = np.empty(0, dtype=np.int64)
 
 @dataclass(frozen=True)
 class Query:
-    """One resolved request: the vector to score with (None: popularity) and what to ban."""
+    """One resolved request: what to score with and what to ban. A factor model scores a
+    `vector`, an item-item model a `profile` (the user's item rows); neither: popularity."""
 
     vector: np.ndarray | None
     banned: np.ndarray  # item rows never to return
@@ -33,6 +34,12 @@ class Query:
     # The user's row when a precomputed list may answer: their trained vector, none of
     # their newer events folded in, and their seen items banned. -1 otherwise.
     lookup_row: int = -1
+    profile: np.ndarray | None = None
+
+    @property
+    def personal(self) -> bool:
+        """Whether the model scores this query (otherwise it is answered by popularity)."""
+        return self.vector is not None or self.profile is not None
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,6 +80,10 @@ class UserQueries:
         self, row: int, seen: np.ndarray, event_rows: np.ndarray, recent: Sequence[RecentEvent]
     ) -> Query:
         """Trained vector ("model"), folded in ("realtime") or none ("popular"); nothing banned."""
+        if self.model.kind == "popularity":
+            return Query(None, NO_ITEMS, "popular")
+        if self.model.kind == "item_item":
+            return _profile(row, seen, event_rows)
         known = event_rows >= 0
         if row >= 0:
             known &= np.array([e.occurred_at for e in recent]) > self.trained_until
@@ -92,6 +103,7 @@ class UserQueries:
     ) -> np.ndarray | None:
         """The vector after `events` on item `rows`; None if they carry no usable signal."""
         reference = max(self.trained_until, max(e.occurred_at for e in events))
+        assert self.model.foldin is not None, "fold-in solves for factor models only"
         return fold_in_events(
             self.model.foldin,
             seen=seen,
@@ -106,3 +118,13 @@ class UserQueries:
             seen_raw=seen_raw_confidence(self.confidence),
             trained=self.model.user_factors[row] if row >= 0 else None,
         )
+
+
+def _profile(row: int, seen: np.ndarray, event_rows: np.ndarray) -> Query:
+    """An item-item model's user: the items they touched, the newest events included by
+    construction ("realtime" when those add an item the version had not seen them touch)."""
+    touched = np.union1d(seen, event_rows[event_rows >= 0]).astype(np.int64)
+    if len(touched) == 0:
+        return Query(None, NO_ITEMS, "popular")
+    source = "model" if len(touched) == len(seen) else "realtime"
+    return Query(None, NO_ITEMS, source, profile=touched)

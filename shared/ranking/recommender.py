@@ -54,6 +54,7 @@ from shared.ranking.values import (
 from shared.serving_strategy import ServingStrategy
 
 __all__ = [
+    "FALLBACK_VERSION",
     "SOURCES",
     "CatalogSnapshot",
     "RankedList",
@@ -63,6 +64,7 @@ __all__ = [
     "UserRequest",
 ]
 
+FALLBACK_VERSION = "fallback-popular"  # the in-memory popularity before any version
 _SCORE_BUDGET = 1 << 22  # floats of scores per batch chunk (16 MiB)
 
 
@@ -112,6 +114,56 @@ class Recommender:
             _catalog=_align(catalog or empty, model),
             _serving=serving,
         )
+
+    @classmethod
+    def popular_only(
+        cls,
+        item_ids: np.ndarray,
+        scores: np.ndarray,
+        *,
+        catalog: CatalogSnapshot,
+        version: str = FALLBACK_VERSION,
+    ) -> Recommender:
+        """A popularity "version" held in memory, answering before any version is published.
+
+        Its items are the scored ones and every catalogue item (those score 0), so `similar`
+        knows any catalogued item and answers with the popular items of its category.
+        """
+        extra = np.setdiff1d(np.asarray(catalog.item_ids, dtype=str), np.asarray(item_ids, str))
+        ids = np.concatenate([np.asarray(item_ids, dtype=str), extra])
+        order = np.argsort(ids, kind="stable")  # sorted ids: IdIndex needs no permutation
+        values = np.concatenate([np.asarray(scores, np.float32), np.zeros(len(extra), np.float32)])
+        model = ModelArrays.popularity_only(ids[order], values[order])
+        now = datetime.now(UTC)
+        params = ModelParams(algorithm="popularity")
+        manifest = ArtifactManifest(
+            version=version,
+            created_at=now.isoformat(),
+            algorithm="popularity",
+            params=params.to_dict(),
+            data={"source": "the event log (no version published yet)"},
+            metrics={},
+            cost={},
+            arrays={},
+        )
+        confidence = ConfidenceSettings()
+        return cls(
+            version=version,
+            manifest=manifest,
+            created_at=now,
+            params=params,
+            confidence=confidence,
+            trained_until=now.timestamp(),
+            _model=model,
+            _queries=UserQueries(model, confidence, now.timestamp()),
+            _catalog=_align(catalog, model),
+            _serving=ServingPlan(ServingStrategy()),
+        )
+
+    @property
+    def is_fallback(self) -> bool:
+        """Whether this answers from the event log because no version is published yet."""
+        return self.version == FALLBACK_VERSION
 
     def with_catalog(self, catalog: CatalogSnapshot) -> Recommender:
         """The same model with a refreshed catalogue; the factors are not reloaded."""
@@ -225,13 +277,22 @@ class Recommender:
     def similar(
         self, item_id: str, *, n: int, exclude: Collection[str] = (), category: str | None = None
     ) -> RankedList:
-        """Items whose factors point the same way (cosine); UnknownItem if the model lacks it."""
+        """Items like this one: factors pointing the same way (cosine), an item-item model's
+        row, or for a popularity version the popular items of its category; UnknownItem if
+        the model lacks it."""
         _check_n(n)
         row = self._model.items.find_one(item_id)
         if row < 0:
             raise UnknownItem(item_id)
-        scope = self._catalog.scope(category)
         banned = np.union1d(self._rows(exclude), [row])
+        if self._model.kind == "popularity":
+            own = category if category is not None else self._catalog.category_of(row)
+            return self._popular_list(self._catalog.scope(own), banned, n)
+        scope = self._catalog.scope(category)
+        if self._model.kind == "item_item":
+            scores = self._model.row_scores(row, scope)
+            return self._model_list(scores, Query(None, banned, "model"), scope, n, floor=0.0)
+        assert self._model.foldin is not None
         vector = np.array(self._model.item_factors[row], dtype=np.float32)
         if self._model.foldin.bias_column:
             vector[-1] = 0.0  # compare BPR items by their factors, not their popularity bias
@@ -263,7 +324,8 @@ class Recommender:
     def user_vector(
         self, user_id: str, *, recent: Sequence[RecentEvent] = ()
     ) -> tuple[np.ndarray | None, str]:
-        """The vector recommend() scores the user with, and its source (None for "popular")."""
+        """The vector recommend() scores the user with, and its source (None for "popular",
+        and for item-item and popularity versions, which score no vector)."""
         query = self._queries.vector_of(user_id, recent)
         return query.vector, query.source
 
@@ -278,16 +340,20 @@ class Recommender:
         return -np.inf if self.params.algorithm == "bpr" else 0.0
 
     def _rank(self, queries: list[Query], *, scope: Scope, ns: Sequence[int]) -> list[RankedList]:
-        """Answer each query (query i wants ns[i] items): popular ones without a vector, then
-        the strategy's shortlists, then the rest scored together, a chunk at a time."""
+        """Answer each query (query i wants ns[i] items): popular ones the model cannot score,
+        then the strategy's shortlists, then item-item profiles one by one and factor vectors
+        together, a chunk at a time."""
         answers: dict[int, RankedList] = {}
         vectors: dict[int, np.ndarray] = {}
+        profiles: dict[int, np.ndarray] = {}
         for i, query in enumerate(queries):
-            if query.vector is None:
-                answers[i] = self._popular_list(scope, query.banned, ns[i])
-            else:
+            if query.vector is not None:
                 vectors[i] = query.vector
-        asked = list(vectors)
+            elif query.profile is not None:
+                profiles[i] = query.profile
+            else:
+                answers[i] = self._popular_list(scope, query.banned, ns[i])
+        asked = [*vectors, *profiles]
         shortlists = self._serving.shortlist(
             [queries[i] for i in asked],
             item_factors=self._model.item_factors,
@@ -298,9 +364,13 @@ class Recommender:
         for i, shortlist in zip(asked, shortlists, strict=True):
             if shortlist is not None:
                 answers[i] = self._shortlisted(*shortlist, queries[i], scope, ns[i])
-                del vectors[i]
+                vectors.pop(i, None)
+                profiles.pop(i, None)
+        for i, rows in profiles.items():  # an item-item model: the sum of the user's rows
+            scores = self._model.profile_scores(rows, scope)
+            answers[i] = self._model_list(scores, queries[i], scope, ns[i], floor=0.0)
         scored = list(vectors)
-        width = self.n_items if scope.candidates is None else max(len(scope.candidates), 1)
+        width = max(self.n_items if scope.candidates is None else len(scope.candidates), 1)
         step = max(1, _SCORE_BUDGET // width)
         for lo in range(0, len(scored), step):
             chunk = scored[lo : lo + step]

@@ -9,10 +9,11 @@ limited to a few int/float arrays of one value per item.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from shared.artifacts import CorruptArtifact, LoadedVersion
 from shared.model_spec import ModelParams
@@ -27,6 +28,7 @@ __all__ = [
     "catalog_view",
     "cosine_scores",
     "first_allowed",
+    "item_item_scores",
     "positions_in",
     "rank_scored",
     "score_items",
@@ -69,47 +71,82 @@ class IdIndex:
 
 @dataclass(frozen=True, eq=False)
 class ModelArrays:
-    """The version's arrays (read-only, memory-mapped) and what is derived from them once."""
+    """The version's arrays (read-only, memory-mapped) and what is derived from them once.
 
-    user_factors: np.ndarray
-    item_factors: np.ndarray
+    Three kinds (shared.model_spec): "factors" (user and item factors, with the fold-in
+    solve), "item_item" (an items x items matrix, sparse or dense; a user is their seen
+    row), "popularity" (no model arrays: the ranking is the version's item popularity).
+    """
+
+    kind: str
+    user_factors: np.ndarray  # users x f ("factors"); users x 0 otherwise
+    item_factors: np.ndarray  # items x f ("factors"); items x 0 otherwise
     popularity: np.ndarray
     seen_indptr: np.ndarray
     seen_indices: np.ndarray
     users: IdIndex
     items: IdIndex
-    norms: np.ndarray  # per item, over the columns similar() compares
-    foldin: FoldInModel
+    norms: np.ndarray  # per item, over the columns similar() compares ("factors")
+    foldin: FoldInModel | None  # "factors" only
+    similarity: sp.csr_matrix | np.ndarray | None = None  # "item_item" only
 
     @classmethod
     def from_version(cls, loaded: LoadedVersion, params: ModelParams) -> ModelArrays:
-        """Check the arrays fit together and derive norms and Y^T Y; CorruptArtifact if not."""
+        """Check the arrays fit together and derive what serving needs; CorruptArtifact if not."""
         arrays, path = loaded.arrays, loaded.path
         try:
-            users, items = arrays["user_factors"], arrays["item_factors"]
             seen = loaded.csr("seen")
             user_ids, item_ids, popularity = (
-                arrays[k] for k in ("user_ids", "item_ids", "item_popularity")
+                np.asarray(arrays[k]) for k in ("user_ids", "item_ids", "item_popularity")
             )
+            n_users, n_items = len(user_ids), len(item_ids)
+            if params.kind == "factors":
+                users = np.asarray(arrays["user_factors"])
+                items = np.asarray(arrays["item_factors"])
+            else:
+                users = np.zeros((n_users, 0), np.float32)
+                items = np.zeros((n_items, 0), np.float32)
+            similarity = _similarity(loaded) if params.kind == "item_item" else None
         except KeyError as exc:
             raise CorruptArtifact(path, f"model array missing: {exc}") from exc
         _check_shapes(path, users, items, (user_ids, item_ids, popularity), seen.shape)
+        if similarity is not None and similarity.shape != (n_items, n_items):
+            raise CorruptArtifact(path, "the item-item matrix does not match the items")
         if not np.isfinite(items).all():
             raise CorruptArtifact(path, "item factors hold NaN or infinity")
-        foldin = FoldInModel.build(items, params)
-        compared = items[:, :-1] if foldin.bias_column else items
+        foldin = FoldInModel.build(items, params) if params.kind == "factors" else None
+        compared = items[:, :-1] if foldin is not None and foldin.bias_column else items
         # Plain ndarray views of the same read-only pages: np.memmap's Python-level indexing
         # hooks would cost more than the work on a small request.
         return cls(
-            user_factors=np.asarray(users),
-            item_factors=np.asarray(items),
-            popularity=np.asarray(popularity),
+            kind=params.kind,
+            user_factors=users,
+            item_factors=items,
+            popularity=popularity,
             seen_indptr=np.asarray(seen.indptr),
             seen_indices=np.asarray(seen.indices),
-            users=IdIndex(np.asarray(user_ids)),
-            items=IdIndex(np.asarray(item_ids)),
+            users=IdIndex(user_ids),
+            items=IdIndex(item_ids),
             norms=np.linalg.norm(compared, axis=1).astype(np.float32),
             foldin=foldin,
+            similarity=similarity,
+        )
+
+    @classmethod
+    def popularity_only(cls, item_ids: np.ndarray, scores: np.ndarray) -> ModelArrays:
+        """A popularity model held in memory (the API's answer before any version exists)."""
+        n_items = len(item_ids)
+        return cls(
+            kind="popularity",
+            user_factors=np.zeros((0, 0), np.float32),
+            item_factors=np.zeros((n_items, 0), np.float32),
+            popularity=np.asarray(scores, dtype=np.float32),
+            seen_indptr=np.zeros(1, np.int64),
+            seen_indices=_EMPTY,
+            users=IdIndex(np.array([], dtype=str)),
+            items=IdIndex(np.asarray(item_ids, dtype=str)),
+            norms=np.zeros(n_items, np.float32),
+            foldin=None,
         )
 
     def seen(self, row: int) -> np.ndarray:
@@ -118,6 +155,33 @@ class ModelArrays:
             return _EMPTY
         lo, hi = self.seen_indptr[row], self.seen_indptr[row + 1]
         return np.asarray(self.seen_indices[lo:hi], dtype=np.int64)
+
+    def profile_scores(self, rows: np.ndarray, scope: Scope) -> np.ndarray:
+        """An item-item model's scores of the scope's candidates for a user whose items are
+        `rows` (each counting once): the sum of those rows of the matrix (float32, new)."""
+        similarity = self.similarity
+        assert similarity is not None, "profile_scores is for item-item versions"
+        n_items = similarity.shape[1]
+        if isinstance(similarity, sp.csr_matrix):
+            csr = similarity
+            spans = [np.arange(csr.indptr[r], csr.indptr[r + 1]) for r in rows]
+            at = np.concatenate(spans) if spans else _EMPTY
+            total = np.bincount(csr.indices[at], weights=csr.data[at], minlength=n_items)
+        else:
+            total = similarity[np.asarray(rows, dtype=np.int64)].sum(axis=0, dtype=np.float64)
+        scores = np.asarray(total, dtype=np.float32)
+        return scores if scope.candidates is None else scores[scope.candidates]
+
+    def row_scores(self, row: int, scope: Scope) -> np.ndarray:
+        """What an item-item model's row `row` says of each candidate (similar items)."""
+        return self.profile_scores(np.array([row], dtype=np.int64), scope)
+
+
+def _similarity(loaded: LoadedVersion) -> sp.csr_matrix | np.ndarray:
+    """The item-item matrix: sparse neighbours (item-kNN) or dense weights (EASE)."""
+    if "similarity_dense" in loaded.arrays:
+        return np.asarray(loaded.arrays["similarity_dense"])
+    return loaded.csr("similarity")
 
 
 def _check_shapes(
@@ -188,12 +252,20 @@ class CatalogView:
 
     everything: Scope
     categories: Mapping[str, Scope]
+    codes: np.ndarray = field(default_factory=lambda: _EMPTY)  # per item row; -1: none
+    names: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))
 
     def scope(self, category: str | None) -> Scope:
         """Items a request may return; an unknown or empty category holds none."""
         if category is None:
             return self.everything
         return self.categories.get(category, _NOTHING)
+
+    def category_of(self, row: int) -> str | None:
+        """The catalogue category of one item row, None when it has none."""
+        if row >= len(self.codes) or self.codes[row] < 0:
+            return None
+        return str(self.names[self.codes[row]])
 
 
 _NOTHING = Scope(candidates=_EMPTY, unavailable=_EMPTY, popular=_EMPTY)
@@ -215,7 +287,8 @@ def catalog_view(
     code[np.isin(code, np.flatnonzero(names == ""))] = -1  # no category: matches no filter
     eligible = np.flatnonzero(is_available)
     everything = Scope(None, np.flatnonzero(~is_available), _by_popularity(eligible, popularity))
-    return CatalogView(everything, _category_scopes(eligible, code, names, popularity))
+    scopes = _category_scopes(eligible, code, names, popularity)
+    return CatalogView(everything, scopes, code, names)
 
 
 def _by_popularity(rows: np.ndarray, popularity: np.ndarray) -> np.ndarray:
@@ -268,3 +341,23 @@ def rank_scored(
     rows = top if scope.candidates is None else scope.candidates[top]
     fill = first_allowed(scope.popular, n - len(rows), np.concatenate([banned, rows]))
     return rows, scores[top], fill
+
+
+def item_item_scores(
+    user_rows: sp.csr_matrix, similarity: sp.csr_matrix | np.ndarray
+) -> np.ndarray:
+    """Dense float32 scores (n_rows x n_items) = user_rows @ similarity, sparse or dense.
+
+    Seen items are not masked here: callers filter what a user already has.
+    """
+    if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
+        raise ValueError(f"similarity must be a square item x item matrix, got {similarity.shape}")
+    if user_rows.shape[1] != similarity.shape[0]:
+        raise ValueError(
+            f"user_rows has {user_rows.shape[1]} item columns, similarity {similarity.shape[0]}"
+        )
+    rows = sp.csr_matrix(user_rows, dtype=np.float32)
+    if sp.issparse(similarity):
+        product = rows @ sp.csr_matrix(similarity, dtype=np.float32)
+        return np.asarray(product.toarray(), dtype=np.float32)
+    return np.asarray(rows @ np.asarray(similarity, dtype=np.float32), dtype=np.float32)

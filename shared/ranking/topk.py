@@ -6,10 +6,12 @@ alike. Pure numpy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["top_k", "top_positions"]
+__all__ = ["top_k", "top_k_by", "top_positions"]
 
 _EMPTY = np.empty(0, dtype=np.int64)
 _TOPK_BLOCK = 128  # items per block when looking for the top k of one row (top_positions)
@@ -67,25 +69,55 @@ def top_k(
     allowed_items: np.ndarray | None = None,
     chunk_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k items per user: (item indices int64, scores float32), each len(users) x k.
+    """Exact top-k items per user of a factor model: (item indices int64, scores float32),
+    each len(users) x k; see top_k_by for the rules."""
+    candidates = _candidates(item_factors.shape[0], allowed_items)
+    factors = np.ascontiguousarray(item_factors[candidates])
 
-    Items stored in the user's `exclude` row (rows indexed like user_factors) and items not
-    in `allowed_items` never appear; rows with fewer eligible items are padded with -1 and
-    -inf. Users are scored in chunks so memory stays bounded; the result is deterministic.
+    def block(chunk: np.ndarray) -> np.ndarray:
+        return np.asarray(user_factors[chunk] @ factors.T, dtype=np.float32)
+
+    return top_k_by(
+        block,
+        users,
+        n_items=item_factors.shape[0],
+        k=k,
+        exclude=exclude,
+        candidates=candidates,
+        chunk_size=chunk_size,
+    )
+
+
+def top_k_by(
+    score_block: Callable[[np.ndarray], np.ndarray],
+    users: np.ndarray,
+    *,
+    n_items: int,
+    k: int,
+    exclude: sp.csr_matrix | None = None,
+    candidates: np.ndarray | None = None,
+    chunk_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k items per user from any scorer: `score_block(users)` gives their scores over
+    `candidates` (sorted item indices; None: every item), one row per user.
+
+    Items stored in the user's `exclude` row (rows indexed like `users`) never appear; rows
+    with fewer eligible items are padded with -1 and -inf. Users are scored in chunks so
+    memory stays bounded; the result is deterministic (ties to the lower item index).
     """
     if k < 1:
         raise ValueError("k must be >= 1")
     users = np.asarray(users, dtype=np.int64)
-    candidates = _candidates(item_factors.shape[0], allowed_items)
-    factors = np.ascontiguousarray(item_factors[candidates])
-    position = np.full(item_factors.shape[0], -1, dtype=np.int64)
+    if candidates is None:
+        candidates = np.arange(n_items, dtype=np.int64)
+    position = np.full(n_items, -1, dtype=np.int64)
     position[candidates] = np.arange(len(candidates))
     ids = np.full((len(users), k), -1, dtype=np.int64)
     scores = np.full((len(users), k), -np.inf, dtype=np.float32)
     step = chunk_size or max(1, _SCORE_BUDGET // max(len(candidates), 1))
     for lo in range(0, len(users), step):
         chunk = users[lo : lo + step]
-        block = np.asarray(user_factors[chunk] @ factors.T, dtype=np.float32)
+        block = np.array(score_block(chunk), dtype=np.float32)  # a copy the masks may write
         if exclude is not None:
             _mask_seen(block, exclude, chunk, position)
         top, top_scores = _best(block, min(k, len(candidates)))

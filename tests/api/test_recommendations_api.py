@@ -246,11 +246,11 @@ def test_a_corrupt_artifact_is_refused_and_the_old_version_keeps_serving(
     assert f"promoted {broken} was refused" in ready.json()["checks"]["model"]
 
 
-def test_no_model_yet_is_503_and_ready_for_ingestion(
+def test_no_model_yet_serves_popular_and_is_ready_for_ingestion(
     redis_settings: Settings, auth_headers: dict[str, str]
 ) -> None:
     with TestClient(create_app(redis_settings), headers=auth_headers) as client:
         response = client.get("/v1/users/u/recommendations")
-        assert response.status_code == 503
-        assert response.json()["error"] == "no_model"
+        assert response.status_code == 200
+        assert response.json()["source"] == "popular"
         assert client.get("/readyz").json()["checks"]["model"] == "none promoted yet"

@@ -9,8 +9,9 @@ import pytest
 import scipy.sparse as sp
 
 from offline.algorithms.ease import MAX_ITEMS_SETTING, EaseTooLarge, ease_cost, fit_ease
-from offline.algorithms.item_knn import fit_item_knn, item_item_scores
+from offline.algorithms.item_knn import fit_item_knn
 from shared.popularity import SECONDS_PER_DAY, popularity_scores, top_popular
+from shared.ranking.scoring import item_item_scores
 
 GROUP_ITEMS = 10  # items 0-9 are group A, 10-19 group B
 GROUP_USERS = 30  # users 0-29 are group A, 30-59 group B

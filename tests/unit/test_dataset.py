@@ -12,6 +12,7 @@ from shared.confidence import ConfidenceSettings, EventColumns, event_confidence
 DAY = 86_400.0
 T0 = 1_750_000_000.0
 DEFAULT = ConfidenceSettings()
+ABOVE_NEUTRAL = ConfidenceSettings(ratings="above_neutral", rating_weight=2.0)
 
 
 def columns(rows: list[tuple[str, str, str, float | None, float]]) -> EventColumns:
@@ -57,7 +58,7 @@ def test_a_hand_example_of_three_users_and_three_items() -> None:
             ("c", "x", "rating", 4.0, T0),
         ]
     )
-    built = build_matrix(events, confidence=DEFAULT, reference_time=T0)
+    built = build_matrix(events, confidence=ABOVE_NEUTRAL, reference_time=T0)
     assert isinstance(built.matrix, sp.csr_matrix)
     assert built.matrix.dtype == np.float32
     assert built.shape == built.matrix.shape == (3, 3)
@@ -69,7 +70,7 @@ def test_a_hand_example_of_three_users_and_three_items() -> None:
     )
 
 
-def test_ratings_at_or_below_neutral_are_ignored_by_default() -> None:
+def test_above_neutral_ignores_ratings_at_or_below_neutral() -> None:
     events = columns(
         [
             ("a", "x", "rating", 3.0, T0),
@@ -78,20 +79,20 @@ def test_ratings_at_or_below_neutral_are_ignored_by_default() -> None:
             ("b", "x", "view", None, T0),
         ]
     )
-    matrix, users, items = dense(events)
+    matrix, users, items = dense(events, confidence=ABOVE_NEUTRAL)
     assert (users, items) == (["a", "b"], ["x", "z"])  # y was only rated 1: no confidence
     np.testing.assert_array_equal(matrix, [[0.0, 1.0], [1.0, 0.0]])  # 3.5 -> 2 * 0.5
 
 
 def test_ignored_ratings_do_not_count_toward_kept_ids() -> None:
     events = columns([("a", "x", "rating", 2.0, T0), ("b", "y", "view", None, T0)])
-    matrix, users, items = dense(events)
+    matrix, users, items = dense(events, confidence=ABOVE_NEUTRAL)
     assert (users, items) == (["b"], ["y"])
     np.testing.assert_array_equal(matrix, [[1.0]])
 
 
 def test_negative_ratings_can_subtract_instead() -> None:
-    settings = ConfidenceSettings(negative_ratings="negative")
+    settings = ConfidenceSettings(ratings="signed", rating_weight=2.0)
     events = columns(
         [
             ("a", "x", "view", None, T0),
@@ -216,7 +217,7 @@ def test_from_arrays_rejects_unknown_types_and_accepts_datetime64() -> None:
         {"weights": {"like": 1.0}},
         {"weights": {"rating": 1.0}},
         {"weights": {"view": -1.0}},
-        {"negative_ratings": "flip"},
+        {"ratings": "flip"},
         {"half_life_days": 0.0},
     ],
 )
@@ -228,11 +229,38 @@ def test_confidence_settings_reject_nonsense(kwargs: dict[str, object]) -> None:
 def test_confidence_settings_serialise_for_the_manifest() -> None:
     assert ConfidenceSettings(half_life_days=30.0).to_dict() == {
         "weights": {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0},
+        "ratings": "scaled",
         "rating_neutral": 3.0,
-        "rating_weight": 2.0,
-        "negative_ratings": "ignore",
+        "rating_weight": 8.0,
+        "rating_scale": None,
         "half_life_days": 30.0,
     }
+
+
+def test_every_rating_is_a_positive_interaction_rising_with_its_value() -> None:
+    """The default: a top rating weighs a purchase's 8, a low one less but never nothing."""
+    events = columns(
+        [
+            ("a", "x", "rating", 5.0, T0),
+            ("a", "y", "rating", 1.0, T0),
+            ("b", "y", "rating", 0.5, T0),
+            ("b", "z", "rating", 2.5, T0),
+        ]
+    )
+    matrix, users, items = dense(events)
+    assert (users, items) == (["a", "b"], ["x", "y", "z"])  # no rated item disappears
+    np.testing.assert_allclose(matrix, [[8.0, 1.6, 0.0], [0.0, 0.8, 4.0]])
+
+
+def test_the_rating_scale_is_read_off_the_data_and_recorded() -> None:
+    """A 1-10 log weighs 10 like a 5-star log weighs 5; the retrain records the scale it used
+    so the API's fold-in weighs a new rating the same way."""
+    tens = columns([("a", "x", "rating", 10.0, T0), ("a", "y", "rating", 5.0, T0)])
+    np.testing.assert_allclose(dense(tens)[0], [[8.0, 4.0]])
+    resolved = DEFAULT.resolved_for(tens)
+    assert resolved.rating_scale == 10.0
+    alone = columns([("b", "y", "rating", 5.0, T0)])
+    np.testing.assert_allclose(dense(alone, confidence=resolved)[0], [[4.0]])
 
 
 def test_log_scaling_follows_its_formula_and_keeps_sparsity() -> None:

@@ -14,7 +14,7 @@ from offline.evaluation import (
     drop_seen,
     popularity_ranking,
     ranking_metrics,
-    should_promote,
+    should_publish,
     time_split,
 )
 from shared.confidence import EventColumns
@@ -139,57 +139,66 @@ def test_popularity_ranking_excludes_seen_items() -> None:
     np.testing.assert_array_equal(with_seen, [[0, 1, 2]])
 
 
-def test_promotes_a_candidate_that_beats_popularity_without_a_live_version() -> None:
-    decision = should_promote(
-        metrics(ndcg=0.30), popularity=metrics(ndcg=0.20), live=None, tolerance=0.02
+def test_publishes_the_best_candidate_without_a_live_version() -> None:
+    decision = should_publish(
+        metrics(ndcg=0.30),
+        label="als 64f",
+        popularity=metrics(ndcg=0.20),
+        live=None,
+        tolerance=0.02,
     )
     assert decision.promote
-    assert decision.reason == "ndcg@3 0.3000 beats popularity 0.2000; no live version"
-
-
-def test_rejects_a_candidate_that_does_not_beat_popularity() -> None:
-    decision = should_promote(
-        metrics(ndcg=0.20), popularity=metrics(ndcg=0.20), live=None, tolerance=0.02
+    assert decision.reason == (
+        "als 64f won with ndcg@3 0.3000 (popularity over the window 0.2000); no live version"
     )
-    assert not decision.promote
-    assert "does not beat popularity" in decision.reason
 
 
-def test_promotes_within_tolerance_of_live() -> None:
-    decision = should_promote(
-        metrics(ndcg=0.295), popularity=metrics(ndcg=0.2), live=metrics(ndcg=0.3), tolerance=0.02
+def test_a_popularity_winner_is_published_too() -> None:
+    decision = should_publish(
+        metrics(ndcg=0.25),
+        label="popularity (3 d)",
+        popularity=metrics(ndcg=0.20),
+        live=None,
+        tolerance=0.02,
+    )
+    assert decision.promote
+    assert decision.reason.startswith("popularity (3 d) won")
+
+
+def test_publishes_within_tolerance_of_live() -> None:
+    decision = should_publish(
+        metrics(ndcg=0.295),
+        label="x",
+        popularity=metrics(ndcg=0.2),
+        live=metrics(ndcg=0.3),
+        tolerance=0.02,
     )
     assert decision.promote
     assert "within 2.0% of live 0.3000" in decision.reason
 
 
 def test_rejects_worse_than_live_beyond_tolerance() -> None:
-    decision = should_promote(
-        metrics(ndcg=0.29), popularity=metrics(ndcg=0.2), live=metrics(ndcg=0.3), tolerance=0.02
+    decision = should_publish(
+        metrics(ndcg=0.29),
+        label="x",
+        popularity=metrics(ndcg=0.2),
+        live=metrics(ndcg=0.3),
+        tolerance=0.02,
     )
     assert not decision.promote
     assert decision.reason == (
-        "ndcg@3 0.2900 is worse than live 0.3000 by more than 2.0% (floor 0.2940)"
+        "the best candidate, x, ndcg@3 0.2900, is worse than live 0.3000 by more than 2.0% "
+        "(floor 0.2940)"
     )
 
 
-def test_the_decision_can_use_another_metric() -> None:
-    decision = should_promote(
-        metrics(ndcg=0.1, recall=0.5),
-        popularity=metrics(ndcg=0.2, recall=0.4),
-        live=None,
-        tolerance=0.0,
-        metric="recall",
-    )
-    assert decision.promote
-    assert decision.reason.startswith("recall@3 0.5000 beats popularity 0.4000")
-
-
-def test_should_promote_rejects_bad_arguments() -> None:
+def test_should_publish_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="metric"):
-        should_promote(metrics(), popularity=metrics(), live=None, tolerance=0.0, metric="auc")
+        should_publish(
+            metrics(), label="x", popularity=metrics(), live=None, tolerance=0.0, metric="auc"
+        )
     with pytest.raises(ValueError, match="same k"):
-        should_promote(metrics(k=5), popularity=metrics(), live=None, tolerance=0.0)
-    assert not should_promote(
-        metrics(users=0, ndcg=0.5), popularity=metrics(), live=None, tolerance=0.0
+        should_publish(metrics(k=5), label="x", popularity=metrics(), live=None, tolerance=0.0)
+    assert not should_publish(
+        metrics(users=0, ndcg=0.5), label="x", popularity=metrics(), live=None, tolerance=0.0
     ).promote

@@ -151,3 +151,12 @@ def test_import_rows_convert_strings() -> None:
     )
     assert event.value == 4.5
     assert event.occurred_at == datetime(2024, 3, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("value", [0.5, 1.0, 4.5, 7.0, 10.0])
+def test_half_stars_and_one_to_ten_ratings_are_accepted_by_default(value: float) -> None:
+    from shared.settings import Settings
+
+    rules = EventRules.from_settings(Settings())
+    body = orjson.dumps([{**GOOD, "type": "rating", "value": value}])
+    assert len(validate_batch(body, rules=rules, now=NOW).valid) == 1

@@ -125,7 +125,7 @@ def test_seen_pairs_count_one_event_of_the_lightest_positive_type() -> None:
 
 
 def test_event_raw_confidence_is_the_training_weighting() -> None:
-    settings = ConfidenceSettings(half_life_days=2.0, negative_ratings="negative")
+    settings = ConfidenceSettings(half_life_days=2.0, ratings="signed")
     types = ["view", "purchase", "rating", "rating", "add_to_cart"]
     values = [None, 3.0, 5.0, 1.0, None]
     times = [0.0, 86_400.0, 2 * 86_400.0, 3 * 86_400.0, 9 * 86_400.0]
