@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import psycopg
 
+from shared.confidence import EventColumns
 from shared.event_store import EventWriter
 from shared.events import Event
 from shared.synthetic import ShopConfig, as_events, generate_catalog, generate_events
@@ -37,3 +39,17 @@ def stock_catalogue(database_url: str) -> None:
 SMALL_SHOP = ShopConfig(
     n_users=1_500, n_items=600, n_categories=16, n_events=45_000, days=30, seed=3
 )
+
+
+def two_block_events(block: int = 20, *, end: float = 1_700_000_000.0) -> EventColumns:
+    """The planted structure of the ranking tests: 2 x `block` shoppers and items; each shopper
+    views 12 of the items of their own block ("a.." or "b..") once, up to `end`."""
+    rng = np.random.default_rng(7)
+    users, items = [], []
+    for u in range(2 * block):
+        own = u // block
+        for i in rng.choice(block, size=12, replace=False):
+            users.append(f"u{u:02d}")
+            items.append(f"{'ab'[own]}{i:02d}")
+    times = end - np.arange(len(users), dtype=np.float64)
+    return EventColumns.from_arrays(users, items, ["view"] * len(users), occurred_at=times)

@@ -12,7 +12,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from offline.dataset import build_matrix
@@ -23,6 +22,7 @@ from shared.confidence import ConfidenceSettings, EventColumns
 from shared.model_spec import ModelParams
 from shared.ranking.recommender import CatalogSnapshot, RecentEvent, Recommender
 from shared.serving_strategy import ServingStrategy
+from tests.shop import two_block_events
 
 T0 = 1_700_000_000.0
 WINDOW_END = "2023-11-14T22:13:20+00:00"  # T0
@@ -37,16 +37,7 @@ PERSONAL = {
 
 
 def _block_events() -> EventColumns:
-    """40 shoppers, 40 items; each views 12 of the 20 items of their own block once."""
-    rng = np.random.default_rng(7)
-    users, items = [], []
-    for u in range(2 * BLOCK):
-        block = u // BLOCK
-        for i in rng.choice(BLOCK, size=12, replace=False):
-            users.append(f"u{u:02d}")
-            items.append(f"{'ab'[block]}{i:02d}")
-    times = T0 - np.arange(len(users), dtype=np.float64)
-    return EventColumns.from_arrays(users, items, ["view"] * len(users), occurred_at=times)
+    return two_block_events(BLOCK, end=T0)
 
 
 def _serve(

@@ -30,6 +30,7 @@ from shared.ranking.recommender import (
     Recommender,
     UnknownItem,
 )
+from tests.shop import two_block_events
 
 T0 = 1_700_000_000.0  # training events happen up to T0, where the window ends
 WINDOW_END = "2023-11-14T22:13:20+00:00"  # T0 in ISO form
@@ -80,16 +81,7 @@ def _catalog(unavailable: Sequence[int] = (), extra: bool = True) -> CatalogSnap
 
 
 def _block_events() -> EventColumns:
-    """40 users, 40 items; each user views 12 of the 20 items of their own block once."""
-    rng = np.random.default_rng(7)
-    users, items = [], []
-    for u in range(2 * BLOCK):
-        block = u // BLOCK
-        for i in rng.choice(BLOCK, size=12, replace=False):
-            users.append(f"u{u:02d}")
-            items.append(f"{'ab'[block]}{i:02d}")
-    times = T0 - np.arange(len(users), dtype=np.float64)
-    return EventColumns.from_arrays(users, items, ["view"] * len(users), occurred_at=times)
+    return two_block_events(BLOCK, end=T0)
 
 
 def _write_block(root: Path, algorithm: str) -> Path:
