@@ -18,6 +18,7 @@ the ranking must predict, so the half-lives are half of it and twice it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -27,6 +28,7 @@ from offline.algorithms.ease import EaseTooLarge
 from offline.evaluation import RankingMetrics
 from offline.holdout import Holdout, score_model
 from offline.models import Model, fit_model
+from shared.costs import OverBudget
 from shared.model_spec import ModelParams
 from shared.popularity import SECONDS_PER_DAY
 from shared.retrain_config import RetrainConfig
@@ -42,6 +44,7 @@ __all__ = [
     "select",
 ]
 
+log = logging.getLogger(__name__)
 _MIN_HALF_LIFE_DAYS = 1.0 / 24.0  # an hour: shorter would rank by the last few events alone
 
 
@@ -175,6 +178,11 @@ def fit_candidates(
             note: str | None = None
         except EaseTooLarge as exc:
             model, note = None, str(exc)
+        except OverBudget:
+            raise  # the run's cost ceiling stops the whole retrain, not one candidate
+        except Exception as exc:  # recorded with why; the selection goes on
+            log.warning("candidate %s failed: %s", label, exc)
+            model, note = None, f"failed: {type(exc).__name__}: {exc}"
         fitted.append(Fitted(label, params, model, time.process_time() - started, note))
     return fitted
 

@@ -103,3 +103,15 @@ def test_a_spent_budget_skips_the_rest_and_says_so() -> None:
     assert rest
     assert all(c.metrics is None and "budget" in (c.note or "") for c in rest)
     assert selection.best is first
+
+
+def test_a_candidate_that_fails_is_recorded_and_the_selection_goes_on() -> None:
+    config = _config()
+    holdout = time_split_holdout(_blocks(), config)
+    params = candidate_params(config, holdout)
+    broken = replace(params[-2], use_gpu=True)  # no CUDA build here: the fit raises
+    selection = select(holdout, config, candidates=[*params[:-2], broken])
+    failed = selection.candidates[-1]
+    assert failed.metrics is None
+    assert (failed.note or "").startswith("failed:")
+    assert selection.best.metrics is not None
