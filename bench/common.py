@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from shared.migrate import upgrade
+from shared.synthetic import ShopConfig
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -68,3 +70,16 @@ def bench_server_env() -> dict[str, str]:
         "RECSYS_RATE_LIMIT_EVENTS": "1000000/second",
         "RECSYS_RATE_LIMIT_RECOMMEND": "1000000/second",
     }
+
+
+def bench_shop(args: argparse.Namespace) -> ShopConfig:
+    """The synthetic shop the benchmarks share: sizes from --users/--items/--categories/
+    --events, 90 days, seed 1."""
+    return ShopConfig(
+        n_users=args.users,
+        n_items=args.items,
+        n_categories=args.categories,
+        n_events=args.events,
+        days=90,
+        seed=1,
+    )

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv
 
-from bench.common import median
+from bench.common import bench_shop, median
 from offline.holdout import Holdout, build_matrix_for, time_split_holdout
 from offline.models import fit_model
 from offline.selection import Selection, select
@@ -48,16 +48,9 @@ TARGET_RATIO = 3.0
 
 def synthetic_events(args: argparse.Namespace) -> EventColumns:
     """The synthetic shop's log, encoded as the retrain's loader would."""
-    from shared.synthetic import ShopConfig, generate_catalog, generate_events
+    from shared.synthetic import generate_catalog, generate_events
 
-    shop = ShopConfig(
-        n_users=args.users,
-        n_items=args.items,
-        n_categories=args.categories,
-        n_events=args.events,
-        days=90,
-        seed=1,
-    )
+    shop = bench_shop(args)
     log = generate_events(shop, generate_catalog(shop))
     return EventColumns.from_arrays(
         log.user_ids, log.item_ids, log.types, values=log.values, occurred_at=log.occurred_at

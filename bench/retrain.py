@@ -30,7 +30,7 @@ import psutil
 import psycopg
 from threadpoolctl import threadpool_limits
 
-from bench.common import median, scratch_database
+from bench.common import bench_shop, median, scratch_database
 from offline.dataset import InteractionMatrix, build_matrix
 from offline.loading import load_events, newest_event_time, window_start
 from offline.runs import execute_run
@@ -338,14 +338,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    shop = ShopConfig(
-        n_users=args.users,
-        n_items=args.items,
-        n_categories=args.categories,
-        n_events=args.events,
-        days=90,
-        seed=1,
-    )
+    shop = bench_shop(args)
     retrains: list[RetrainRound] = []
     bares: list[BareRound] = []
     with (

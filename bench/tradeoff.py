@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import scratch_database
+from bench.common import bench_shop, scratch_database
 from bench.retrain import setup_shop
 from offline.tradeoff import store
 from offline.tradeoff.candidates import default_grid
@@ -103,14 +103,7 @@ def main() -> None:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     args = parser.parse_args()
 
-    shop = ShopConfig(
-        n_users=args.users,
-        n_items=args.items,
-        n_categories=args.categories,
-        n_events=args.events,
-        days=90,
-        seed=1,
-    )
+    shop = bench_shop(args)
     workload = Workload(
         requests_per_day=args.requests_per_day,
         retrains_per_day=args.retrains_per_day,
