@@ -107,7 +107,9 @@ def set_(
     max_trials: int | None = typer.Option(None, "--max-trials", min=1, help="tune: trials."),
     max_cost: float | None = typer.Option(None, "--max-cost", help="tune: money budget."),
     metric: str = typer.Option("ndcg", "--metric", help="tune: ndcg, map, precision, recall."),
-    algorithm: str = typer.Option("als", "--algorithm", help="tune: als or bpr."),
+    algorithm: str = typer.Option(
+        "als", "--algorithm", help="tune: als, bpr, item_knn, ease or popularity."
+    ),
     apply: bool = typer.Option(True, "--apply/--no-apply", help="tune: adopt better settings."),
     as_json: bool = JSON,
 ) -> None:

@@ -17,7 +17,6 @@ from cli.tables import print_fields, print_table
 
 app = typer.Typer(help="Hyper-parameter searches (Optuna).", no_args_is_help=True)
 JSON = typer.Option(False, "--json", help="Print JSON for scripts.")
-_KNOBS = ("factors", "iterations", "regularization", "alpha", "learning_rate")
 
 
 @app.command("run")
@@ -28,7 +27,9 @@ def run(
         None, "--max-cost", help="Stop once the metered cost passes this (cost_currency)."
     ),
     metric: str = typer.Option("ndcg", "--metric", help="ndcg, map, precision or recall."),
-    algorithm: str = typer.Option("als", "--algorithm", help="als or bpr."),
+    algorithm: str = typer.Option(
+        "als", "--algorithm", help="als, bpr, item_knn, ease or popularity."
+    ),
     apply: bool = typer.Option(
         True, "--apply/--no-apply", help="Adopt the best settings if they beat those in force."
     ),
@@ -187,7 +188,7 @@ def _trial_rows(trials: list[dict[str, Any]]) -> list[list[Any]]:
 
 
 def _params(params: dict[str, Any]) -> str:
-    shown = [f"{k}={params[k]:.4g}" for k in _KNOBS if params.get(k) is not None]
+    shown = [f"{k}={_plain(v)}" for k, v in params.items() if k != "algorithm" and v is not None]
     return " ".join([params.get("algorithm", ""), *shown]).strip()
 
 
@@ -196,3 +197,7 @@ def _budget(max_trials: int | None, max_cost: float | None, currency: str | None
     if max_cost:
         parts.append(f"{max_cost:g} {currency or ''}".strip())
     return ", ".join(parts)
+
+
+def _plain(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -42,7 +42,7 @@ from shared.costs import Price, RunBudget
 from shared.metering import Meter, PhaseMeasurement, PhaseProgress
 from shared.model_spec import ModelParams
 from shared.retrain_config import RetrainConfig
-from shared.serving_strategy import ServingStrategy, serving_for
+from shared.serving_strategy import ServingStrategy, refusal, serving_for
 
 log = logging.getLogger(__name__)
 PhaseCallback = Callable[[str, list[PhaseMeasurement]], None]
@@ -270,27 +270,46 @@ def version_arrays(
     }
     if isinstance(model, PopularityModel):
         arrays["item_popularity"] = np.asarray(model.scores, dtype=np.float32)
-        return arrays
-    if isinstance(model, ItemItemModel):
+    elif isinstance(model, ItemItemModel):
         similarity = model.similarity
         if sp.issparse(similarity):
             arrays["similarity"] = sp.csr_matrix(similarity, dtype=np.float32)
         else:
             arrays["similarity_dense"] = np.ascontiguousarray(similarity, dtype=np.float32)
-        if serving is not None and serving.name == "precomputed":
-            arrays |= item_item_precomputed(similarity, seen, serving)
-        return arrays
-    arrays["user_factors"] = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-    arrays["item_factors"] = np.ascontiguousarray(model.item_factors, dtype=np.float32)
-    if serving is not None:  # activity: distinct items seen in the window
-        arrays |= serving_arrays(
+    else:
+        arrays["user_factors"] = np.ascontiguousarray(model.user_factors, dtype=np.float32)
+        arrays["item_factors"] = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+    if serving is not None:
+        arrays |= strategy_arrays(model, arrays, serving)
+    return arrays
+
+
+def strategy_arrays(
+    model: Model, arrays: dict[str, Any], serving: ServingStrategy
+) -> dict[str, Any]:
+    """The serving strategy's own arrays for a version's `arrays` (offline.serving_build):
+    precomputed lists for factor and item-item models, the ANN index or float16 factors for
+    factor models; nothing for exact and batched, nor for a popularity version. ValueError
+    for a combination the kind cannot serve (shared.serving_strategy.refusal)."""
+    why = refusal(serving.name, model.params.kind)
+    if why is not None:
+        raise ValueError(why)
+    if isinstance(model, PopularityModel):
+        return {}
+    seen = arrays["seen"]
+    if isinstance(model, ItemItemModel):
+        if serving.name != "precomputed":
+            return {}
+        return dict(item_item_precomputed(model.similarity, seen, serving))
+    return dict(  # activity: distinct items seen in the window
+        serving_arrays(
             serving,
             user_factors=arrays["user_factors"],
             item_factors=arrays["item_factors"],
             seen=seen,
             user_activity=np.diff(seen.indptr),
         )
-    return arrays
+    )
 
 
 def _data_summary(

@@ -22,9 +22,10 @@ import optuna
 import psycopg
 
 from offline import tuning_store as store
+from offline.algorithms.ease import EaseTooLarge
 from offline.holdout import Holdout, NoTrainingData, load_window, score_model, time_split_holdout
+from offline.models import fit_model
 from offline.retrain_overrides import StoredOverrides, overrides_in_force, save_overrides
-from offline.training import fit
 from offline.tuning_space import (
     SearchSpace,
     TuningResult,
@@ -38,7 +39,7 @@ from shared import cost_queries, costs
 from shared.hardware import HostInfo
 from shared.metering import Meter, PhaseMeasurement, PhaseProgress
 from shared.model_spec import ModelParams
-from shared.retrain_config import retrain_config
+from shared.retrain_config import RetrainConfig, retrain_config
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,13 @@ def _search(
     seed = settings.random_state + store.count_tunings(search.conn) - 1
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     study.enqueue_trial(space.point_of(config.model) or {}, user_attrs={"reference": True})
-    objective = _Objective(search, holdout, config.model, space, metric=metric, k=config.k)
-    study.optimize(objective, n_trials=max_trials, callbacks=[search.after_trial])
+    objective = _Objective(
+        search, holdout, config.model, space, metric=metric, k=config.k, config=config
+    )
+    try:
+        study.optimize(objective, n_trials=max_trials, callbacks=[search.after_trial])
+    except EaseTooLarge as exc:  # the catalogue, not a trial, is at fault: no trial can fit
+        return "failed", str(exc)
     if search.stopped is not None:
         return "over_budget", search.stopped
     return "done", None
@@ -255,6 +261,7 @@ class _Objective:
     space: SearchSpace
     metric: str
     k: int
+    config: RetrainConfig
 
     def __call__(self, trial: optuna.Trial) -> float:
         reference = bool(trial.user_attrs.get("reference"))
@@ -270,7 +277,13 @@ class _Objective:
         progress: PhaseProgress | None = None
         try:
             with self.search.meter.measure(TRIAL_PHASE) as progress:
-                model = fit(self.holdout.train, params, on_iteration=self._budget(progress, trial))
+                model = fit_model(
+                    self.holdout.train,
+                    params,
+                    events=self.holdout.train_events,
+                    on_iteration=self._budget(progress, trial),
+                    ease_max_items=self.config.ease_max_items,
+                )
                 metrics = score_model(model, self.holdout, self.k)
         except costs.OverBudget as exc:
             # Pruned, not failed: Optuna then logs no traceback and keeps the trial's params.

@@ -1,7 +1,10 @@
 """What a hyper-parameter search explores, how its trials are judged, what it answers: pure.
 
-Each knob is searched on a log scale because each acts multiplicatively: doubling the
-factors or halving the regularization is the same kind of step wherever it starts.
+Each algorithm searches its own key knobs: ALS and BPR their factors, iterations and
+regularization (with ALS's alpha, BPR's learning rate); item-kNN its neighbours and
+similarity; EASE its l2 weight; popularity its recency half-life. Numeric knobs are
+searched on a log scale because each acts multiplicatively: doubling the factors, the
+neighbours or the half-life is the same kind of step wherever it starts.
 """
 
 from __future__ import annotations
@@ -10,11 +13,21 @@ import uuid
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
-from shared.model_spec import ModelParams
+from shared.model_spec import ALGORITHMS as MODEL_ALGORITHMS
+from shared.model_spec import SIMILARITIES, ModelParams
 
 METRICS = ("ndcg", "map", "precision", "recall")
-ALGORITHMS = ("als", "bpr")
+ALGORITHMS = MODEL_ALGORITHMS
 Range = tuple[float, float]
+# The knobs each algorithm's search chooses (ModelParams field names), in suggestion order.
+KNOBS: dict[str, tuple[str, ...]] = {
+    "als": ("factors", "iterations", "regularization", "alpha"),
+    "bpr": ("factors", "iterations", "regularization", "learning_rate"),
+    "item_knn": ("neighbours", "similarity"),
+    "ease": ("regularization",),
+    "popularity": ("recency_half_life_days",),
+}
+_INTEGER_KNOBS = ("factors", "iterations", "neighbours")
 
 
 class Suggester(Protocol):
@@ -24,76 +37,93 @@ class Suggester(Protocol):
 
     def suggest_float(self, name: str, low: float, high: float, *, log: bool = ...) -> float: ...
 
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Log-scale ranges of one algorithm's knobs; `alpha` is ALS's, `learning_rate` BPR's."""
+    """The ranges of one algorithm's knobs (log scale); a knob left None is not searched."""
 
     algorithm: str
-    factors: tuple[int, int]
-    iterations: tuple[int, int]
-    regularization: Range
+    factors: tuple[int, int] | None = None
+    iterations: tuple[int, int] | None = None
+    regularization: Range | None = None
     alpha: Range | None = None
     learning_rate: Range | None = None
+    neighbours: tuple[int, int] | None = None
+    similarity: tuple[str, ...] | None = None  # a choice, not a range
+    recency_half_life_days: Range | None = None
 
     @classmethod
     def default(cls, algorithm: str = "als") -> SearchSpace:
-        """Wide ranges around ModelParams' defaults (ALS 64 factors, 15 sweeps, lambda 5)."""
+        """Wide ranges around ModelParams' defaults.
+
+        ALS: 64 factors, 15 sweeps, lambda 5 (in confidence units, see ModelParams: from ~0 to
+        tens of interactions). BPR: implicit's SGD ranges. item-kNN: 10 to 1,000 neighbours
+        around 200, cosine or BM25. EASE: l2 from 1 to 10,000 around Steck's few hundred (it
+        acts against item counts, so a small shop wants less). Popularity: half-lives from an
+        hour to a year.
+        """
         if algorithm == "als":
-            # lambda is in confidence units (see ModelParams): from ~0 to tens of interactions.
             return cls("als", (8, 256), (5, 50), (0.01, 100.0), alpha=(0.1, 50.0))
         if algorithm == "bpr":
             return cls("bpr", (8, 256), (20, 400), (1e-4, 1.0), learning_rate=(1e-3, 0.3))
+        if algorithm == "item_knn":
+            return cls("item_knn", neighbours=(10, 1000), similarity=SIMILARITIES)
+        if algorithm == "ease":
+            return cls("ease", regularization=(1.0, 10_000.0))
+        if algorithm == "popularity":
+            return cls("popularity", recency_half_life_days=(1.0 / 24.0, 365.0))
         raise ValueError(f"algorithm must be one of {ALGORITHMS}")
+
+    def searched(self) -> tuple[str, ...]:
+        """The knobs this space searches, in suggestion order."""
+        return tuple(name for name in KNOBS[self.algorithm] if getattr(self, name) is not None)
 
     def suggest(self, trial: Suggester) -> dict[str, Any]:
         """One point of the space, as the ModelParams fields the search sets."""
-        chosen: dict[str, Any] = {
-            "algorithm": self.algorithm,
-            "factors": trial.suggest_int("factors", *self.factors, log=True),
-            "iterations": trial.suggest_int("iterations", *self.iterations, log=True),
-            "regularization": trial.suggest_float("regularization", *self.regularization, log=True),
-        }
-        if self.alpha is not None:
-            chosen["alpha"] = trial.suggest_float("alpha", *self.alpha, log=True)
-        if self.learning_rate is not None:
-            chosen["learning_rate"] = trial.suggest_float(
-                "learning_rate", *self.learning_rate, log=True
-            )
+        chosen: dict[str, Any] = {"algorithm": self.algorithm}
+        for name in self.searched():
+            bounds = getattr(self, name)
+            if name == "similarity":
+                chosen[name] = trial.suggest_categorical(name, list(bounds))
+            elif name in _INTEGER_KNOBS:
+                chosen[name] = trial.suggest_int(name, *bounds, log=True)
+            else:
+                chosen[name] = trial.suggest_float(name, *bounds, log=True)
         return chosen
 
     def point_of(self, params: ModelParams) -> dict[str, Any] | None:
-        """Optuna's parameters that reproduce `params`; None for another algorithm's params."""
+        """Optuna's parameters that reproduce `params`; None for another algorithm's params,
+        or for a value no trial can suggest (popularity over the whole window)."""
         if params.algorithm != self.algorithm:
             return None
-        return {key: value for key, value in chosen_fields(params).items() if key != "algorithm"}
+        point = {name: chosen_fields(params)[name] for name in self.searched()}
+        return None if any(value is None for value in point.values()) else point
 
     def including(self, params: ModelParams) -> SearchSpace:
         """The space widened just enough to hold `params` (trial 0 must lie inside it)."""
         point = self.point_of(params)
         if point is None:
             return self
-        widened: dict[str, Any] = {
-            name: (min(bounds[0], point[name]), max(bounds[1], point[name]))
-            for name in point
-            if (bounds := getattr(self, name)) is not None
-        }
+        widened: dict[str, Any] = {}
+        for name, value in point.items():
+            bounds = getattr(self, name)
+            if name == "similarity":
+                widened[name] = bounds if value in bounds else (*bounds, value)
+            else:
+                widened[name] = (min(bounds[0], value), max(bounds[1], value))
         return replace(self, **widened)
 
 
 def chosen_fields(params: ModelParams) -> dict[str, Any]:
-    """The fields a search chooses, with per-algorithm defaults resolved: what it saves."""
-    chosen: dict[str, Any] = {
+    """The fields a search of this algorithm chooses, per-algorithm defaults resolved: what it
+    saves and applies."""
+    resolved = params.to_dict()
+    return {
         "algorithm": params.algorithm,
-        "factors": params.factors,
-        "iterations": params.effective_iterations,
-        "regularization": params.effective_regularization,
+        **{name: resolved[name] for name in KNOBS[params.algorithm]},
     }
-    if params.algorithm == "als":
-        chosen["alpha"] = params.alpha
-    else:
-        chosen["learning_rate"] = params.learning_rate
-    return chosen
 
 
 def best_trial(trials: list[dict[str, Any]]) -> dict[str, Any] | None:

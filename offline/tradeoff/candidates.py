@@ -14,19 +14,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from shared.model_spec import ModelParams
-from shared.serving_strategy import STRATEGIES, ServingStrategy
+from shared.model_spec import FACTOR_ALGORITHMS, ModelParams, model_kind
+from shared.serving_strategy import STRATEGIES, ServingStrategy, refusal
 
 # Fields that do not change what a model is (threads) are left out of a candidate's identity.
 _NOT_SETTINGS = ("num_threads",)
-# A small grid around the defaults: fewer and more factors, fewer iterations, less
-# regularisation, and BPR; each served by every strategy.
+# A small grid around the defaults: ALS with fewer and more factors, fewer iterations, less
+# regularisation; BPR; the strong simple baselines real logs reward (item-kNN, EASE where the
+# catalogue fits, popularity over the window). Each is served by every strategy its kind can
+# serve (shared.serving_strategy.refusal): factor models by all, item-item models by exact,
+# precomputed and batched, popularity by exact.
 DEFAULT_MODELS: tuple[dict[str, Any], ...] = (
     {"algorithm": "als", "factors": 16},
     {"algorithm": "als", "factors": 64},
     {"algorithm": "als", "factors": 128},
     {"algorithm": "als", "factors": 64, "iterations": 8, "regularization": 1.0},
     {"algorithm": "bpr", "factors": 64, "iterations": None, "regularization": None},
+    {"algorithm": "item_knn", "similarity": "cosine", "neighbours": 200},
+    {"algorithm": "ease", "regularization": None},
+    {"algorithm": "popularity", "recency_half_life_days": None},
 )
 
 
@@ -93,12 +99,23 @@ def _plain(params: ModelParams) -> dict[str, Any]:
 
 
 def describe(model: dict[str, Any], strategy: str) -> str:
-    """e.g. "als f64 i15 r5 / exact"."""
-    where = " gpu" if model.get("use_gpu") else ""
-    return (
-        f"{model['algorithm']}{where} f{model['factors']} i{model['iterations']} "
-        f"r{model['regularization']:g} / {strategy}"
-    )
+    """e.g. "als f64 i15 r5 / exact", "item_knn cosine k200 / precomputed", "ease r500 /
+    exact", "popularity window / exact"."""
+    algorithm = model["algorithm"]
+    if algorithm == "item_knn":
+        what = f"item_knn {model['similarity']} k{model['neighbours']}"
+    elif algorithm == "ease":
+        what = f"ease r{model['regularization']:g}"
+    elif algorithm == "popularity":
+        half_life = model.get("recency_half_life_days")
+        what = "popularity window" if half_life is None else f"popularity {half_life:g}d"
+    else:
+        where = " gpu" if model.get("use_gpu") else ""
+        what = (
+            f"{algorithm}{where} f{model['factors']} i{model['iterations']} "
+            f"r{model['regularization']:g}"
+        )
+    return f"{what} / {strategy}"
 
 
 def baseline_candidate(model: ModelParams, serving: ServingStrategy) -> Candidate:
@@ -114,17 +131,20 @@ def default_grid(
     *,
     gpu: bool = False,
 ) -> list[Candidate]:
-    """DEFAULT_MODELS x the given strategies (each strategy with its default knobs); with
-    `gpu` (implicit's CUDA build sees a GPU), each model trained on the GPU as well, served
-    exactly: where it trains changes the training cost (GPU-hours priced), not the serving."""
+    """DEFAULT_MODELS x the given strategies (each strategy with its default knobs), leaving
+    out the pairs a model's kind cannot serve; with `gpu` (implicit's CUDA build sees a GPU),
+    each factor model trained on the GPU as well, served exactly: where it trains changes the
+    training cost (GPU-hours priced), not the serving."""
     grid = [
         resolve(base_model, base_serving, model, {"name": name})
         for model, name in itertools.product(DEFAULT_MODELS, strategies)
+        if refusal(name, model_kind(model["algorithm"])) is None
     ]
     if gpu:
         grid += [
             resolve(base_model, base_serving, {**model, "use_gpu": True}, {"name": "exact"})
             for model in DEFAULT_MODELS
+            if model["algorithm"] in FACTOR_ALGORITHMS
         ]
     return grid
 

@@ -5,7 +5,13 @@ the retrain uses: load + split (`prepare`, shared by the candidates of one proce
 on the training split, the holdout scoring, and the strategy's serving build. The retrain's
 final fit on the whole window is not run again: it is priced as the measured fit scaled by the
 ratio of interactions (window / training split), since both implicit solvers' work per
-iteration grows linearly with the interactions; `final_fit_factor` records the ratio used.
+iteration grows linearly with the interactions, as item-kNN's co-occurrence count roughly does;
+EASE's inversion depends on the items alone, so the ratio overstates it a little (the items of
+the window are barely more than the training split's). `final_fit_factor` records the ratio.
+
+Every algorithm the retrain fits is measured the same way (offline.models.fit_model); a
+strategy its kind cannot serve (ann or float16 for item-kNN, EASE and popularity; anything but
+exact for popularity) fails its candidate with the reason (shared.serving_strategy.refusal).
 
 Candidates that differ only in their serving strategy share one fit (`fit_model`, then
 `measure_strategy` per strategy); each is still charged the whole fit in its training cost.
@@ -19,22 +25,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
 from offline.dataset import InteractionMatrix
 from offline.evaluation import RankingMetrics
 from offline.holdout import score_model
-from offline.pipeline import version_arrays
-from offline.serving_build import serving_arrays
+from offline.models import Model
+from offline.models import fit_model as fit_any
+from offline.pipeline import strategy_arrays, version_arrays
 from offline.tradeoff.candidates import Candidate
 from offline.tradeoff.prepared import Prepared
 from offline.tradeoff.replay import Mix
 from offline.tradeoff.serve import serve_version
-from offline.training import TrainedFactors, fit
 from shared.costs import Price, measurement_cost
 from shared.metering import Meter, PhaseMeasurement
 from shared.model_spec import ModelParams
-from shared.serving_strategy import ServingStrategy
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,9 @@ class Measurement:
         return asdict(self)
 
 
-# How a model setting is fitted: offline.training.fit, or a wrapper (tests count its calls).
-FitFunction = Callable[[InteractionMatrix, ModelParams], TrainedFactors]
+# How a model setting is fitted on the training split: by default as the retrain fits it
+# (offline.models.fit_model), or a wrapper (tests count its calls).
+FitFunction = Callable[[InteractionMatrix, ModelParams], Model]
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ class FittedModel:
     """One model setting fitted on the training split and scored on the holdout, with what
     the fit and the scoring cost: made once and shared by every strategy served from it."""
 
-    model: TrainedFactors
+    model: Model
     metrics: RankingMetrics
     arrays: dict[str, Any]  # factors, ids, seen, popularity (no strategy arrays)
     fitting: PhaseMeasurement
@@ -86,12 +90,20 @@ def fit_model(
     params: ModelParams,
     *,
     meter: Meter,
-    fit_function: FitFunction = fit,
+    fit_function: FitFunction | None = None,
 ) -> FittedModel:
     """Fit `params` on the training split and score it on the holdout, each metered."""
     holdout = prepared.holdout
     with meter.measure("fit") as fitting:
-        model = fit_function(holdout.train, params)
+        if fit_function is None:
+            model = fit_any(
+                holdout.train,
+                params,
+                events=holdout.train_events,
+                ease_max_items=prepared.config.ease_max_items,
+            )
+        else:
+            model = fit_function(holdout.train, params)
     with meter.measure("evaluate") as evaluating:
         metrics = score_model(model, holdout, prepared.config.k)
     assert fitting.measurement is not None
@@ -121,7 +133,7 @@ def measure_strategy(
     config, holdout = prepared.config, prepared.holdout
     strategy = candidate.strategy()
     with meter.measure("serving_build") as building:
-        extra = _serving_arrays(strategy, fitted.arrays)
+        extra = strategy_arrays(fitted.model, fitted.arrays, strategy)
     assert building.measurement is not None
     factor = prepared.full_nnz / max(holdout.train.matrix.nnz, 1) if config.final_fit else 0.0
     phases = (prepared.phase, fitted.fitting, fitted.evaluating, building.measurement)
@@ -145,17 +157,4 @@ def measure_strategy(
         training_cost=training_cost,
         notes="; ".join(notes),
         **serving,
-    )
-
-
-def _serving_arrays(strategy: ServingStrategy, arrays: dict[str, Any]) -> dict[str, Any]:
-    """The strategy's extra arrays, built as the retrain's export builds them."""
-    return dict(
-        serving_arrays(
-            strategy,
-            user_factors=arrays["user_factors"],
-            item_factors=arrays["item_factors"],
-            seen=arrays["seen"],
-            user_activity=np.diff(arrays["seen"].indptr),
-        )
     )

@@ -18,6 +18,7 @@ import psutil
 
 from offline.evaluation import RankingMetrics, ranking_metrics
 from offline.holdout import Holdout
+from offline.models import Model
 from offline.tradeoff.prepared import Prepared
 from offline.tradeoff.replay import (
     Mix,
@@ -27,7 +28,6 @@ from offline.tradeoff.replay import (
     replay_batched,
     request_mix,
 )
-from offline.training import TrainedFactors
 from shared import artifacts
 from shared.ranking.recommender import Recommender, UserRequest
 from shared.serving_strategy import ServingStrategy
@@ -36,7 +36,7 @@ from shared.serving_strategy import ServingStrategy
 def serve_version(
     prepared: Prepared,
     strategy: ServingStrategy,
-    model: TrainedFactors,
+    model: Model,
     arrays: dict[str, Any],
     mix: Mix,
     active_users: int | None,
@@ -73,15 +73,17 @@ def serve_version(
         artifact_bytes = artifacts.directory_size(path)
         served = served_quality(recommender, prepared.holdout, prepared.config.k)
         del recommender
-    recall = recall_against_exact(
-        requests,
-        result.answers,
-        user_ids=arrays["user_ids"],
-        user_factors=arrays["user_factors"],
-        item_ids=arrays["item_ids"],
-        item_factors=arrays["item_factors"],
-        seen=arrays["seen"],
-    )
+    recall = None
+    if "user_factors" in arrays:  # item-item and popularity versions serve exactly
+        recall = recall_against_exact(
+            requests,
+            result.answers,
+            user_ids=arrays["user_ids"],
+            user_factors=arrays["user_factors"],
+            item_ids=arrays["item_ids"],
+            item_factors=arrays["item_factors"],
+            seen=arrays["seen"],
+        )
     return {
         "ann_recall": _ann_recall(strategy, arrays),
         "requests": len(requests),

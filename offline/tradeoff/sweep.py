@@ -31,7 +31,6 @@ from offline.tradeoff.candidates import (
 from offline.tradeoff.measure import FitFunction, fit_model, measure_strategy
 from offline.tradeoff.prepared import Prepared, prepare
 from offline.tradeoff.replay import Mix
-from offline.training import fit
 from shared import costs
 from shared.confidence import ConfidenceSettings
 from shared.control.names import TRADEOFF_FINISH, TRADEOFF_MEASURE
@@ -89,7 +88,7 @@ def run_inline(
     run_id: uuid.UUID,
     *,
     on_candidate: Callable[[store.CandidateRow], None] | None = None,
-    fit_function: FitFunction = fit,
+    fit_function: FitFunction | None = None,
 ) -> costing.Choice:
     """Measure every candidate here (one prepared holdout, one fit per model setting), then
     finish; `on_candidate` sees each candidate's row as soon as it is recorded."""
@@ -134,7 +133,7 @@ def measure_candidates(
     *,
     prepared: Prepared | None = None,
     on_candidate: Callable[[store.CandidateRow], None] | None = None,
-    fit_function: FitFunction = fit,
+    fit_function: FitFunction | None = None,
 ) -> dict[int, str]:
     """Measure the given candidates, fitting each distinct model setting among them once, and
     record each one as it ends; returns each candidate's status ("done" or "failed").

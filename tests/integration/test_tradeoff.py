@@ -157,6 +157,46 @@ def test_inline_sweep_measures_ranks_and_chooses_above_the_floor(
     assert "failed: " in page
 
 
+def test_the_lab_measures_every_algorithm_and_refuses_what_a_kind_cannot_serve(
+    settings: Settings,
+) -> None:
+    with psycopg.connect(settings.require_database_url(), autocommit=True) as conn:
+        config = current_config(conn, settings)
+        model, serving = config.model, config.serving
+        knn = {"algorithm": "item_knn", "similarity": "cosine", "neighbours": 50}
+        popularity = {"algorithm": "popularity", "recency_half_life_days": 7.0}
+        candidates = [
+            resolve(model, serving, knn, {"name": "exact"}, label="knn exact"),
+            resolve(model, serving, knn, {"name": "precomputed"}, label="knn precomputed"),
+            resolve(model, serving, knn, {"name": "ann"}, label="knn ann"),
+            resolve(model, serving, {"algorithm": "ease"}, {"name": "batched"}, label="ease"),
+            resolve(model, serving, popularity, {"name": "exact"}, label="popular"),
+            resolve(model, serving, popularity, {"name": "float16"}, label="popular f16"),
+        ]
+        run_id = start_sweep(
+            conn, settings, workload=WORKLOAD, floor=0.5, mode="inline",
+            candidates=candidates, mix=MIX,
+        )  # fmt: skip
+        run_inline(settings, run_id)
+        labels = _by_label(store.candidates(conn, run_id))
+    for label in ("knn exact", "knn precomputed", "ease", "popular"):
+        row = labels[label]
+        assert row.status == "done", row.error
+        assert row.ndcg is not None
+        assert row.ndcg > 0
+        assert row.training_cost
+        assert row.training_cost > 0
+        assert row.serving_cpu_per_1000
+        assert row.serving_cpu_per_1000 > 0
+        assert row.requests == MIX.requests
+    # precomputed lists of an item-item model are its exact ranking
+    assert labels["knn precomputed"].ndcg == pytest.approx(labels["knn exact"].ndcg)
+    assert labels["knn ann"].status == "failed"
+    assert "needs factors" in (labels["knn ann"].error or "")
+    assert labels["popular f16"].status == "failed"
+    assert "popularity" in (labels["popular f16"].error or "")
+
+
 def test_a_model_setting_is_fitted_once_for_all_its_strategies(settings: Settings) -> None:
     fits: list[ModelParams] = []
 

@@ -144,6 +144,38 @@ def test_without_apply_or_without_a_gain_nothing_is_saved(
     assert conn.execute("SELECT count(*) FROM retrain_settings").fetchone() == (1,)
 
 
+@pytest.mark.parametrize("algorithm", ["item_knn", "ease", "popularity"])
+def test_every_algorithm_can_be_tuned_and_its_best_settings_applied(
+    shop: Settings, conn: psycopg.Connection, algorithm: str
+) -> None:
+    result = run_tuning(conn, shop, max_trials=4, algorithm=algorithm, trigger="test")
+    row = _row(conn, result.tuning_id)
+    assert row.status == "done", row.error
+    assert all(t["state"] == "complete" for t in row.trials)
+    explored = [t["params"] for t in row.trials[1:]]
+    assert explored
+    assert all(p["algorithm"] == algorithm for p in explored)
+    knobs = set(SearchSpace.default(algorithm).searched())
+    assert all(set(p) == {"algorithm", *knobs} for p in explored)
+    if result.applied:  # the next retrain fits the tuned algorithm with the tuned knobs
+        assert result.best is not None
+        model = retrain_config(shop, overrides_in_force(conn)).model
+        assert model.algorithm == algorithm
+        for name in knobs:
+            assert getattr(model, name) == pytest.approx(result.best["params"][name])
+
+
+def test_tuning_ease_over_its_item_limit_fails_with_the_reason(
+    shop: Settings, conn: psycopg.Connection
+) -> None:
+    small = shop.model_copy(update={"ease_max_items": 10})
+    result = run_tuning(conn, small, max_trials=3, algorithm="ease")
+    row = _row(conn, result.tuning_id)
+    assert row.status == "failed"
+    assert "RECSYS_EASE_MAX_ITEMS" in row.error
+    assert not result.applied
+
+
 def test_a_cost_budget_stops_the_search_as_over_budget(
     shop: Settings, conn: psycopg.Connection
 ) -> None:

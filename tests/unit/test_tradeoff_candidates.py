@@ -17,29 +17,39 @@ from offline.tradeoff.candidates import (
     resolve,
     with_baseline,
 )
-from shared.model_spec import ModelParams
-from shared.serving_strategy import STRATEGIES, ServingStrategy
+from shared.model_spec import ALGORITHMS, FACTOR_ALGORITHMS, ModelParams, model_kind
+from shared.serving_strategy import STRATEGIES, ServingStrategy, refusal
 
 BASE = ModelParams(factors=32, regularization=3.0)
 SERVING = ServingStrategy()
 
 
-def test_default_grid_is_models_times_strategies() -> None:
+def _servable(model: dict[str, object]) -> list[str]:
+    kind = model_kind(str(model["algorithm"]))
+    return [name for name in STRATEGIES if refusal(name, kind) is None]
+
+
+def test_default_grid_is_models_times_the_strategies_each_can_serve() -> None:
     grid = default_grid(BASE, SERVING)
-    assert len(grid) == len(DEFAULT_MODELS) * len(STRATEGIES)
+    assert len(grid) == sum(len(_servable(model)) for model in DEFAULT_MODELS)
     assert {c.serving["name"] for c in grid} == set(STRATEGIES)
     assert len({c.key for c in grid}) == len(grid)
+    assert {c.model["algorithm"] for c in grid} == set(ALGORITHMS)  # every algorithm is in
+    for candidate in grid:  # no pair the serving side would refuse
+        assert refusal(candidate.serving["name"], model_kind(candidate.model["algorithm"])) is None
+    labels = {c.label for c in grid}
+    assert {"item_knn cosine k200 / precomputed", "ease r500 / exact"} <= labels
+    assert "popularity window / exact" in labels
 
 
 def test_the_default_grid_groups_into_one_fit_per_model_setting() -> None:
     grid = default_grid(BASE, SERVING)
     groups = by_model(enumerate(grid))
     assert len(groups) == len(DEFAULT_MODELS)
-    assert all(len(ids) == len(STRATEGIES) for ids in groups)
     assert sorted(i for ids in groups for i in ids) == list(range(len(grid)))
     for ids in groups:
         assert len({grid[i].model_key for i in ids}) == 1
-        assert len({grid[i].serving["name"] for i in ids}) == len(STRATEGIES)
+        assert {grid[i].serving["name"] for i in ids} == set(_servable(grid[ids[0]].model))
 
 
 def test_threads_do_not_split_a_model_setting() -> None:
@@ -54,7 +64,7 @@ def test_gpu_candidates_join_the_grid_only_when_a_gpu_is_there() -> None:
     assert not any(c.model["use_gpu"] for c in without)
     with_gpu = default_grid(BASE, SERVING, gpu=True)
     gpu = [c for c in with_gpu if c.model["use_gpu"]]
-    assert len(gpu) == len(DEFAULT_MODELS)
+    assert len(gpu) == sum(m["algorithm"] in FACTOR_ALGORITHMS for m in DEFAULT_MODELS)
     assert all(c.serving["name"] == "exact" and " gpu " in c.label for c in gpu)
     assert len({c.key for c in with_gpu}) == len(with_gpu)  # distinct from their CPU twins
 

@@ -22,16 +22,61 @@ from shared.control.schedule import parse_cron
 from shared.model_spec import ModelParams
 
 
-@pytest.mark.parametrize("algorithm", ["als", "bpr"])
+@pytest.mark.parametrize("algorithm", ["als", "bpr", "item_knn", "ease"])
 def test_the_default_space_holds_the_default_settings(algorithm: str) -> None:
     space = SearchSpace.default(algorithm)
     defaults = ModelParams(algorithm=algorithm)
     point = space.point_of(defaults)
     assert point is not None
     for name, value in point.items():
+        if name == "similarity":
+            assert value in space.similarity
+            continue
         low, high = getattr(space, name)
         assert low <= value <= high, name
     assert space.including(defaults) == space
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "knobs"),
+    [
+        ("als", {"factors", "iterations", "regularization", "alpha"}),
+        ("bpr", {"factors", "iterations", "regularization", "learning_rate"}),
+        ("item_knn", {"neighbours", "similarity"}),
+        ("ease", {"regularization"}),
+        ("popularity", {"recency_half_life_days"}),
+    ],
+)
+def test_each_algorithm_searches_its_own_key_knobs(algorithm: str, knobs: set[str]) -> None:
+    space = SearchSpace.default(algorithm)
+    assert set(space.searched()) == knobs
+    chosen = space.suggest(optuna.trial.FixedTrial(_inside(space)))
+    params = replace(ModelParams(), **chosen)  # every suggested point is a valid model
+    assert params.algorithm == algorithm
+    assert space.point_of(params) == {k: v for k, v in chosen.items() if k != "algorithm"}
+
+
+def _inside(space: SearchSpace) -> dict[str, object]:
+    """A point inside every searched range (the low end; the first similarity)."""
+    point: dict[str, object] = {}
+    for name in space.searched():
+        bounds = getattr(space, name)
+        point[name] = bounds[0]
+    return point
+
+
+def test_item_knn_searches_neighbours_and_the_similarity() -> None:
+    space = SearchSpace.default("item_knn")
+    chosen = space.suggest(optuna.trial.FixedTrial({"neighbours": 50, "similarity": "bm25"}))
+    assert chosen == {"algorithm": "item_knn", "neighbours": 50, "similarity": "bm25"}
+    assert chosen_fields(replace(ModelParams(), **chosen)) == chosen
+
+
+def test_popularity_over_the_whole_window_is_no_point_of_the_half_life_search() -> None:
+    space = SearchSpace.default("popularity")
+    assert space.point_of(ModelParams(algorithm="popularity")) is None  # compared as it is
+    half = ModelParams(algorithm="popularity", recency_half_life_days=0.01)
+    assert space.including(half).recency_half_life_days == (0.01, 365.0)
 
 
 def test_an_unknown_algorithm_is_refused() -> None:
