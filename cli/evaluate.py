@@ -19,7 +19,9 @@ from cli.context import cli_context, fail, print_json
 from cli.tables import print_table
 from offline.holdout import Holdout, NoTrainingData, load_window, time_split_holdout
 from offline.retrain_overrides import overrides_in_force
-from offline.selection import Selection, select
+from offline.selection import Selection, money_spent, select
+from shared import costs
+from shared.metering import Meter
 from shared.retrain_config import RetrainConfig, retrain_config
 from shared.settings import Settings
 
@@ -51,9 +53,12 @@ def evaluate(
             conn.read_only = True
             config = _config(conn, context.settings, algorithm, k)
             events = load_window(conn, config)
+            price = costs.price_in_force(conn)  # for a money budget
         config = replace(config, confidence=config.confidence.resolved_for(events))
         holdout = time_split_holdout(events, config)
-        selection = select(holdout, config)
+        meter = Meter(energy=costs.energy_model(context.settings))
+        with meter.measure("selection") as progress:  # prices a money budget like a retrain
+            selection = select(holdout, config, spent=money_spent(config, price, meter, progress))
     except NoTrainingData as exc:
         raise fail(f"nothing to evaluate: {exc}", 2) from None
     except RuntimeError as exc:  # no candidate could be scored

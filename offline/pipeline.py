@@ -34,11 +34,17 @@ from offline.holdout import (
 )
 from offline.loading import load_events, window_start
 from offline.models import ItemItemModel, Model, PopularityModel, fit_model
-from offline.selection import Selection, candidate_params, fit_candidates, score_candidates
+from offline.selection import (
+    Selection,
+    candidate_params,
+    fit_candidates,
+    money_spent,
+    score_candidates,
+)
 from offline.serving_build import item_item_precomputed, serving_arrays
 from shared import artifacts, registry
 from shared.confidence import EventColumns
-from shared.costs import Price, RunBudget
+from shared.costs import Price
 from shared.metering import Meter, PhaseMeasurement, PhaseProgress
 from shared.model_spec import ModelParams
 from shared.retrain_config import RetrainConfig
@@ -106,7 +112,7 @@ def run_retrain(
             config,
             candidates,
             on_iteration=iterations(progress),
-            spent=_money_spent(config, selection_price, meter, progress),
+            spent=money_spent(config, selection_price, meter, progress),
         )
     with phase("evaluate") as progress:
         selection = score_candidates(fitted, split, config)
@@ -169,19 +175,6 @@ def _watermarks(conn: psycopg.Connection) -> tuple[datetime | None, datetime | N
     """The newest event's time and arrival, in one scan."""
     row = conn.execute("SELECT max(occurred_at), max(received_at) FROM events").fetchone()
     return (row[0], row[1]) if row else (None, None)
-
-
-def _money_spent(
-    config: RetrainConfig, price: Price | None, meter: Meter, progress: PhaseProgress
-) -> Callable[[], float] | None:
-    """What the fit phase has cost so far, when the selection's budget is in money."""
-    if config.selection_budget_unit != "money" or config.selection_budget is None:
-        return None
-    if price is None:
-        log.warning("the selection's money budget is not enforced: no price version in force")
-        return lambda: 0.0
-    budget = RunBudget(price, config.selection_budget, meter.energy)
-    return lambda: budget.cost_so_far([], progress)
 
 
 def _evaluate(

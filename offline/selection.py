@@ -12,8 +12,15 @@ whole selection: once it is spent, the remaining candidates are recorded as skip
 silently dropped. A candidate that cannot be fitted (EASE over its item limit, a failure) is
 recorded with the reason and the selection goes on.
 
-Popularity half-lives are set on principle from the holdout itself: the test period is what
-the ranking must predict, so the half-lives are half of it and twice it.
+Key knobs are set on principle from the holdout itself, never tuned to a data set:
+- popularity's half-lives: the test period is what the ranking must predict, so the
+  half-lives are half of it and twice it;
+- EASE's l2 weight: it is added to the diagonal of X^T X, the items' counts of shoppers, so
+  it only means something against those counts. Steck's published optima (500 on
+  MovieLens-20M, 1,000 on Netflix, 200 on the Million Song Data) sit within a small factor
+  of the mean count of shoppers per item of each data set; the candidates are half and
+  twice that mean on the training split (a fixed 500 would flatten a small shop's EASE
+  towards popularity and leave a huge one nearly unregularised).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from offline.algorithms.ease import EaseTooLarge
 from offline.evaluation import RankingMetrics
 from offline.holdout import Holdout, score_model
 from offline.models import Model, fit_model
-from shared.costs import OverBudget
+from shared.costs import OverBudget, Price, RunBudget
+from shared.metering import Meter, PhaseProgress
 from shared.model_spec import ModelParams
 from shared.popularity import SECONDS_PER_DAY
 from shared.retrain_config import RetrainConfig
@@ -40,6 +48,7 @@ __all__ = [
     "candidate_params",
     "describe",
     "fit_candidates",
+    "money_spent",
     "score_candidates",
     "select",
 ]
@@ -123,13 +132,28 @@ def candidate_params(config: RetrainConfig, holdout: Holdout) -> list[ModelParam
     if config.algorithm != "auto":
         return [*baselines, base]
     knn = replace(base, algorithm="item_knn", regularization=None, iterations=None)
+    ease = replace(base, algorithm="ease", iterations=None)
+    support = mean_item_support(holdout)
     return [
         *baselines,
         replace(knn, similarity="cosine"),
         replace(knn, similarity="bm25"),
         replace(base, algorithm="als"),
-        replace(base, algorithm="ease", regularization=None, iterations=None),
+        replace(ease, regularization=_round(max(support / 2, 1.0))),
+        replace(ease, regularization=_round(max(support * 2, 1.0))),
     ]
+
+
+def mean_item_support(holdout: Holdout) -> float:
+    """The mean number of shoppers per item on the holdout's training side (EASE's anchor)."""
+    presence = holdout.train.matrix > 0
+    n_items = presence.shape[1]
+    return float(presence.sum()) / n_items if n_items else 0.0
+
+
+def _round(value: float) -> float:
+    """Two significant figures: a readable label, and the same value run after run."""
+    return float(f"{value:.2g}")
 
 
 @dataclass(frozen=True)
@@ -231,10 +255,27 @@ def select(
     config: RetrainConfig,
     *,
     candidates: Sequence[ModelParams] | None = None,
+    spent: Callable[[], float] | None = None,
 ) -> Selection:
-    """fit_candidates then score_candidates (`recsys evaluate`, the quality benchmark)."""
+    """fit_candidates then score_candidates (`recsys evaluate`, the quality benchmark);
+    `spent` as fit_candidates takes it (money_spent for a money budget)."""
     params = list(candidates or candidate_params(config, holdout))
-    return score_candidates(fit_candidates(holdout, config, params), holdout, config)
+    fitted = fit_candidates(holdout, config, params, spent=spent)
+    return score_candidates(fitted, holdout, config)
+
+
+def money_spent(
+    config: RetrainConfig, price: Price | None, meter: Meter, progress: PhaseProgress
+) -> Callable[[], float] | None:
+    """What the fitting so far has cost (the phase `progress` runs in, priced), for
+    fit_candidates' `spent` when the selection's budget is in money; None otherwise."""
+    if config.selection_budget_unit != "money" or config.selection_budget is None:
+        return None
+    if price is None:
+        log.warning("the selection's money budget is not enforced: no price version in force")
+        return lambda: 0.0
+    budget = RunBudget(price, config.selection_budget, meter.energy)
+    return lambda: budget.cost_so_far([], progress)
 
 
 def _cpu(results: Sequence[CandidateScore]) -> float:

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.timeout(240)
 METRICS = {"k", "users", "precision", "recall", "ndcg", "map", "coverage"}
 
 
-def recsys(database_url: str, *args: str) -> Result:
-    env = {"RECSYS_DATABASE_URL": database_url, "RECSYS_ALGORITHM": "auto"}
+def recsys(database_url: str, *args: str, **extra: str) -> Result:
+    env = {"RECSYS_DATABASE_URL": database_url, "RECSYS_ALGORITHM": "auto", **extra}
     return CliRunner().invoke(app, list(args), env=env)
 
 
@@ -83,3 +83,17 @@ def test_evaluate_on_an_empty_database_is_a_one_line_error(clean_database: str) 
     assert result.stderr.strip().count("\n") == 0
     assert result.stderr.startswith("recsys: error: nothing to evaluate: there are no events")
     assert "Traceback" not in result.output
+
+
+def test_a_money_budget_bounds_the_selection_and_the_skipped_are_listed(shop: str) -> None:
+    budget = {"RECSYS_SELECTION_BUDGET_COST": "1e-12"}  # spent by the first fit
+    result = recsys(shop, "evaluate", "--json", **budget)
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = orjson.loads(result.stdout)
+    first, *rest = report["candidates"]
+    assert first["metrics"] is not None
+    assert rest
+    for candidate in rest:
+        assert candidate["metrics"] is None
+        assert candidate["note"].startswith("skipped: the selection budget (1e-12) was spent")
+    assert report["chosen"] == first["label"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from offline.holdout import time_split_holdout
-from offline.selection import candidate_params, select
+from offline.selection import candidate_params, mean_item_support, select
 from shared.confidence import EventColumns
 from shared.retrain_config import RetrainConfig, retrain_config
 from shared.settings import Settings
@@ -54,13 +55,26 @@ def test_auto_fits_every_algorithm_cheapest_first_and_pinned_only_its_own() -> N
     config = _config()
     holdout = time_split_holdout(_blocks(), config)
     names = [p.algorithm for p in candidate_params(config, holdout)]
-    assert names == ["popularity"] * 3 + ["item_knn", "item_knn", "als", "ease"]
+    assert names == ["popularity"] * 3 + ["item_knn", "item_knn", "als", "ease", "ease"]
     pinned = replace(config, algorithm="als")
     assert [p.algorithm for p in candidate_params(pinned, holdout)] == ["popularity"] * 3 + ["als"]
     half_lives = [p.recency_half_life_days for p in candidate_params(config, holdout)[:3]]
     span = holdout.test_span_seconds / DAY
     assert half_lives[0] is None
     assert half_lives[1:] == [round(span / 2, 4), round(span * 2, 4)]
+
+
+def test_eases_l2_is_half_and_twice_the_mean_shoppers_per_item() -> None:
+    config = _config()
+    holdout = time_split_holdout(_blocks(), config)
+    support = mean_item_support(holdout)
+    train = holdout.train.matrix
+    assert support == pytest.approx((train > 0).sum() / train.shape[1])
+    ease = [p for p in candidate_params(config, holdout) if p.algorithm == "ease"]
+    assert [p.effective_regularization for p in ease] == [
+        float(f"{support / 2:.2g}"),
+        float(f"{support * 2:.2g}"),
+    ]
 
 
 def test_auto_picks_a_personal_model_where_tastes_decide() -> None:
@@ -82,7 +96,7 @@ def test_auto_picks_recent_popularity_where_trends_decide() -> None:
     assert selection.best.params.recency_half_life_days is not None
     record = selection.to_dict()
     assert record["chosen"] == selection.best.label
-    assert len(record["candidates"]) == 7
+    assert len(record["candidates"]) == 8
 
 
 def test_ease_over_its_item_limit_is_recorded_as_refused_and_the_rest_goes_on() -> None:
@@ -109,8 +123,9 @@ def test_a_candidate_that_fails_is_recorded_and_the_selection_goes_on() -> None:
     config = _config()
     holdout = time_split_holdout(_blocks(), config)
     params = candidate_params(config, holdout)
-    broken = replace(params[-2], use_gpu=True)  # no CUDA build here: the fit raises
-    selection = select(holdout, config, candidates=[*params[:-2], broken])
+    als = next(i for i, p in enumerate(params) if p.algorithm == "als")
+    broken = replace(params[als], use_gpu=True)  # no CUDA build here: the fit raises
+    selection = select(holdout, config, candidates=[*params[:als], broken])
     failed = selection.candidates[-1]
     assert failed.metrics is None
     assert (failed.note or "").startswith("failed:")
