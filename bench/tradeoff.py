@@ -26,6 +26,7 @@ from offline.tradeoff import store
 from offline.tradeoff.candidates import default_grid
 from offline.tradeoff.costing import Workload
 from offline.tradeoff.replay import Mix
+from offline.tradeoff.report import sizing_line
 from offline.tradeoff.sweep import current_config, run_inline, start_sweep
 from shared import costs
 from shared.catalog import ItemIn, upsert_items
@@ -62,14 +63,15 @@ def print_candidate(row: store.CandidateRow) -> None:
 def print_verdict(run: store.TradeoffRun, rows: list[store.CandidateRow]) -> None:
     by_id = {r.candidate_id: r for r in rows}
     print(
-        "\n| candidate | NDCG@10 | processes | training/day | serving used/day "
+        "\n| candidate | NDCG@10 | processes x vCPU | training/day | serving used/day "
         "| idle capacity/day | memory/day | total/day | frontier |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in sorted((r for r in rows if r.daily_cost is not None), key=lambda r: r.daily_cost or 0):
         mark = " **(chosen)**" if r.candidate_id == run.chosen_candidate else ""
         print(
-            f"| {r.label}{mark} | {r.ndcg or 0:.4f} | {r.processes} | {r.daily_training or 0:.4f} "
+            f"| {r.label}{mark} | {r.ndcg or 0:.4f} | {r.processes} x {r.vcpus_per_process or 0:g} "
+            f"| {r.daily_training or 0:.4f} "
             f"| {r.daily_serving_used or 0:.4f} | {r.daily_capacity_idle or 0:.4f} "
             f"| {r.daily_memory or 0:.4f} | {r.daily_cost or 0:.4f} "
             f"| {'yes' if r.on_frontier else ''} |"
@@ -87,6 +89,10 @@ def print_verdict(run: store.TradeoffRun, rows: list[store.CandidateRow]) -> Non
         )
     if run.saving is not None and base is not None and base.daily_cost:
         print(f"saving: {run.saving:.4f} {run.currency}/day ({run.saving / base.daily_cost:.1%})")
+    if chosen is not None:
+        print(f"chosen candidate's {sizing_line(chosen)}")
+    if base is not None:
+        print(f"current settings' {sizing_line(base)}")
 
 
 def main() -> None:
@@ -98,6 +104,9 @@ def main() -> None:
     parser.add_argument("--requests-per-day", type=float, default=10_000_000)
     parser.add_argument("--retrains-per-day", type=float, default=1.0)
     parser.add_argument("--api-processes", type=int, default=2)
+    parser.add_argument(
+        "--vcpus-per-process", type=float, default=None, help="fixed size (default: compared)"
+    )
     parser.add_argument("--requests", type=int, default=2_000, help="replayed per candidate")
     parser.add_argument("--floor", type=float, default=0.97)
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
@@ -108,6 +117,7 @@ def main() -> None:
         requests_per_day=args.requests_per_day,
         retrains_per_day=args.retrains_per_day,
         api_processes=args.api_processes,
+        vcpus_per_process=args.vcpus_per_process,
     )
     with (
         scratch_database("recsys_bench_tradeoff") as url,

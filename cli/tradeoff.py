@@ -33,7 +33,12 @@ def run(
     retrains_per_day: float = typer.Option(1.0, "--retrains-per-day", min=0),
     active_users: int | None = typer.Option(None, "--active-users", min=1, help="Default: all."),
     api_processes: int = typer.Option(2, "--api-processes", min=1, help="Processes kept at least."),
-    vcpus_per_process: float = typer.Option(1.0, "--vcpus-per-process", min=0.01),
+    vcpus_per_process: float | None = typer.Option(
+        None,
+        "--vcpus-per-process",
+        min=0.01,
+        help="Fix the API process size; unset: price 0.25, 0.5 and 1 vCPU and take the cheapest.",
+    ),
     peak_to_mean: float = typer.Option(3.0, "--peak-to-mean", min=1.0),
     utilization: float = typer.Option(0.6, "--utilization", min=0.01, max=1.0),
     floor: float = typer.Option(0.97, "--floor", min=0.01, max=1.0, help="x the best NDCG."),
@@ -281,6 +286,7 @@ def _print_candidate(row: CandidateRow) -> None:
 
 def _show(conn: psycopg.Connection, run_id: uuid.UUID, as_json: bool) -> None:
     from offline.tradeoff import store
+    from offline.tradeoff.report import sizing_line
 
     found = store.get_run(conn, run_id)
     assert found is not None
@@ -294,11 +300,11 @@ def _show(conn: psycopg.Connection, run_id: uuid.UUID, as_json: bool) -> None:
     )
     print_table(
         ["#", "candidate", "status", "ndcg", "retrain", "CPU s/1k", "p99 ms", "procs",
-         "cost/day", "frontier"],
+         "vCPU", "cost/day", "frontier"],
         [
             [r.candidate_id, ("* " if r.candidate_id == found.chosen_candidate else "  ") + r.label,
              r.status, r.ndcg, r.training_cost, r.serving_cpu_per_1000, r.p99_ms, r.processes,
-             r.daily_cost, "yes" if r.on_frontier else ""]
+             r.vcpus_per_process, r.daily_cost, "yes" if r.on_frontier else ""]
             for r in rows
         ],
     )  # fmt: skip
@@ -309,6 +315,7 @@ def _show(conn: psycopg.Connection, run_id: uuid.UUID, as_json: bool) -> None:
             f"chosen: #{chosen.candidate_id} {chosen.label}: {chosen.daily_cost or 0:.4g} "
             f"{found.currency}/day (floor {found.floor:g} x best NDCG {found.best_ndcg or 0:.4f})"
         )
+        typer.echo("  " + sizing_line(chosen))
     if found.baseline_candidate is not None and found.saving is not None:
         base = by_id[found.baseline_candidate]
         typer.echo(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
+from typing import Any
 
 from offline.tradeoff.store import CandidateRow, TradeoffRun
 from shared import svg_charts
@@ -48,7 +49,7 @@ def _header(run: TradeoffRun, rows: Sequence[CandidateRow]) -> str:
     lines = [
         f"workload: {w['requests_per_day']:,.0f} requests/day, {w['retrains_per_day']:g} "
         f"retrains/day, at least {w['api_processes']} API processes of "
-        f"{w['vcpus_per_process']:g} vCPU (peak {w['peak_to_mean']:g}x mean, "
+        f"{_sizes(w)} (peak {w['peak_to_mean']:g}x mean, "
         f"{w['target_utilization']:.0%} target utilisation), active users "
         f"{w.get('active_users') or 'all'}",
         f"quality floor: {run.floor:g} x the best NDCG@k found ({_num(run.best_ndcg)}); "
@@ -57,6 +58,7 @@ def _header(run: TradeoffRun, rows: Sequence[CandidateRow]) -> str:
     if chosen is not None:
         lines.append(
             f"chosen: #{chosen.candidate_id} {chosen.label}, {_num(chosen.daily_cost)}/day"
+            f" on {_processes(chosen)}; " + sizing_line(chosen)
         )
     if base is not None and run.saving is not None:
         lines.append(
@@ -139,7 +141,7 @@ def _table(run: TradeoffRun, rows: Sequence[CandidateRow]) -> str:
     head = (
         "#", "candidate", "status", "NDCG", "recall", "fit CPU s", "retrain cost",
         "CPU s/1k req", "p99 ms", "RSS MiB", "artifact MiB", "recall vs exact",
-        "processes", "cost/day", "frontier",
+        "processes x vCPU", "cost/day", "frontier",
     )  # fmt: skip
     body = []
     for r in rows:
@@ -156,7 +158,7 @@ def _table(run: TradeoffRun, rows: Sequence[CandidateRow]) -> str:
             _mib(r.rss_growth_bytes),
             _mib(r.artifact_bytes),
             _num(r.recall_vs_exact),
-            "-" if r.processes is None else str(r.processes),
+            _processes(r),
             _num(r.daily_cost),
             "yes" if r.on_frontier else "",
         )
@@ -164,6 +166,34 @@ def _table(run: TradeoffRun, rows: Sequence[CandidateRow]) -> str:
         body.append(f"<tr{css}>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{escape(h)}</th>" for h in head)
     return f"<table><tr>{header}</tr>{''.join(body)}</table>"
+
+
+def _sizes(workload: dict[str, Any]) -> str:
+    fixed = workload.get("vcpus_per_process")
+    if fixed is not None:
+        return f"{fixed:g} vCPU"
+    sizes = workload.get("process_sizes") or []
+    return "the cheapest size of " + "/".join(f"{s:g}" for s in sizes) + " vCPU"
+
+
+def _processes(row: CandidateRow) -> str:
+    if row.processes is None:
+        return "-"
+    if row.vcpus_per_process is None:
+        return str(row.processes)
+    return f"{row.processes} x {row.vcpus_per_process:g}"
+
+
+def sizing_line(row: CandidateRow) -> str:
+    """Every process size the candidate was priced at: "2 x 0.25 vCPU 0.42/day, …"."""
+    parts = []
+    for sizing in row.sizings or []:
+        part = (
+            f"{sizing['processes']} x {sizing['vcpus_per_process']:g} vCPU "
+            f"{sizing['total']:.4g}/day (p99 ~{sizing['p99_ms']:.2g} ms)"
+        )
+        parts.append(part if sizing["eligible"] else part + " over the p99 limit")
+    return "sizes: " + ", ".join(parts) if parts else "sizes: -"
 
 
 def _num(value: float | None) -> str:

@@ -79,6 +79,8 @@ class CandidateRow:
     daily_memory: float | None
     daily_cost: float | None
     on_frontier: bool
+    vcpus_per_process: float | None
+    sizings: list[dict[str, Any]] | None
 
     def candidate(self) -> Candidate:
         return Candidate(self.model, self.serving, self.label, self.is_baseline)
@@ -206,7 +208,8 @@ def record_cost(
     conn.execute(
         "UPDATE tradeoff_candidates SET processes = %s, daily_training = %s,"
         " daily_serving_used = %s, daily_capacity_idle = %s, daily_memory = %s,"
-        " daily_cost = %s, on_frontier = %s WHERE run_id = %s AND candidate_id = %s",
+        " daily_cost = %s, on_frontier = %s, vcpus_per_process = %s, sizings = %s"
+        " WHERE run_id = %s AND candidate_id = %s",
         (
             cost.processes,
             cost.training,
@@ -215,6 +218,8 @@ def record_cost(
             cost.memory,
             cost.total,
             on_frontier,
+            cost.vcpus_per_process,
+            Jsonb([sizing.to_dict() for sizing in cost.sizings]),
             run_id,
             candidate_id,
         ),

@@ -250,6 +250,7 @@ def _measured(row: store.CandidateRow) -> costing.Measured:
         training_cost=row.training_cost or 0.0,
         serving_cpu_per_1000=row.serving_cpu_per_1000 or 0.0,
         rss_growth_bytes=row.rss_growth_bytes or 0,
+        p99_ms=row.p99_ms or 0.0,
     )
 
 

@@ -129,6 +129,13 @@ def test_inline_sweep_measures_ranks_and_chooses_above_the_floor(
         assert row.daily_cost > 0
         assert row.processes
         assert row.processes >= 2
+        # priced at every process size; the cheapest eligible one is the candidate's cost
+        assert row.sizings is not None
+        assert [z["vcpus_per_process"] for z in row.sizings] == [0.25, 0.5, 1.0]
+        eligible = [z for z in row.sizings if z["eligible"]]
+        cheapest = min(eligible, key=lambda z: z["total"])
+        assert row.vcpus_per_process == cheapest["vcpus_per_process"]
+        assert row.processes == cheapest["processes"]
     ann = next(r for r in done if r.serving["name"] == "ann")
     assert ann.ann_recall is not None
     assert 0.5 < ann.ann_recall <= 1.0

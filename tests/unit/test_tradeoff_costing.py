@@ -22,7 +22,9 @@ RATES = Rates(vcpu_hour=0.04, ram_gb_hour=0.005)
 
 
 def test_daily_cost_adds_training_serving_idle_capacity_and_memory() -> None:
-    workload = Workload(requests_per_day=864_000, retrains_per_day=2, api_processes=2)
+    workload = Workload(
+        requests_per_day=864_000, retrains_per_day=2, api_processes=2, vcpus_per_process=1.0
+    )
     # 10 requests/s mean, 30/s peak; 2 CPU s per 1,000 -> 0.06 busy vCPU at peak: the floor rules
     measured = Measured(
         ndcg=0.1, training_cost=0.5, serving_cpu_per_1000=2.0, rss_growth_bytes=GIB // 2
@@ -43,6 +45,40 @@ def test_processes_follow_the_peak_once_traffic_outgrows_the_floor() -> None:
     # 1,000 requests/s mean, 3,000 at peak; 2 ms CPU each -> 6 busy vCPUs -> 12 at 50 %
     assert processes_needed(2.0, workload) == 12
     assert processes_needed(0.0, workload) == workload.api_processes
+
+
+def test_a_small_shop_is_priced_at_the_cheapest_process_size_and_sees_every_size() -> None:
+    workload = Workload(requests_per_day=864_000, api_processes=2)  # sizes 0.25, 0.5, 1
+    measured = Measured(0.1, 0.0, 2.0, 0, p99_ms=2.0, process_rss_bytes=GIB // 10)
+    cost = daily_cost(measured, workload, RATES)
+    assert [s.vcpus_per_process for s in cost.sizings] == [0.25, 0.5, 1.0]
+    assert (cost.vcpus_per_process, cost.processes) == (0.25, 2)  # 0.06 busy vCPU at peak
+    quarter, _, whole = cost.sizings
+    assert quarter.total < whole.total
+    assert whole.capacity_idle == pytest.approx(2 * 24 * 0.04 - cost.serving_used)
+    assert quarter.capacity_idle == pytest.approx(2 * 0.25 * 24 * 0.04 - cost.serving_used)
+    assert quarter.p99_ms == pytest.approx(8.0)  # the CPU quota stretches a request 4x
+    assert cost.memory == pytest.approx(2 * 0.1 * 24 * 0.005)  # each process's own RSS
+
+
+def test_a_size_that_would_stretch_p99_past_the_limit_is_not_chosen() -> None:
+    workload = Workload(requests_per_day=864_000, max_p99_ms=10.0)
+    slow = Measured(0.1, 0.0, 2.0, 0, p99_ms=4.0)  # 16 ms at 0.25 vCPU, 8 ms at 0.5
+    cost = daily_cost(slow, workload, RATES)
+    assert [s.eligible for s in cost.sizings] == [False, True, True]
+    assert cost.vcpus_per_process == 0.5
+    hopeless = Measured(0.1, 0.0, 2.0, 0, p99_ms=40.0)  # no size qualifies: the largest
+    assert daily_cost(hopeless, workload, RATES).vcpus_per_process == 1.0
+
+
+def test_more_smaller_processes_follow_the_peak() -> None:
+    workload = Workload(requests_per_day=86_400_000, target_utilization=0.5)
+    # 3,000 requests/s at peak x 2 ms = 6 busy vCPUs -> 12 vCPUs at 50 %
+    assert processes_needed(2.0, workload, 0.5) == 24
+    assert processes_needed(2.0, workload, 1.0) == 12
+    fixed = Workload(requests_per_day=1, vcpus_per_process=2.0)
+    assert fixed.sizes == (2.0,)
+    assert Workload.from_dict(fixed.to_dict()) == fixed
 
 
 def test_used_cpu_beyond_allocation_is_not_negative_idle() -> None:
@@ -76,6 +112,10 @@ def test_workload_refuses_nonsense() -> None:
         Workload(requests_per_day=1, api_processes=0)
     with pytest.raises(ValueError, match="target_utilization"):
         Workload(requests_per_day=1, target_utilization=0)
+    with pytest.raises(ValueError, match="process_sizes"):
+        Workload(requests_per_day=1, process_sizes=())
+    with pytest.raises(ValueError, match="vcpus_per_process"):
+        Workload(requests_per_day=1, vcpus_per_process=0)
     assert Workload.from_dict(Workload(5, active_users=3).to_dict()) == Workload(5, active_users=3)
 
 
